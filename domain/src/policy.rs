@@ -1,0 +1,180 @@
+//! The token policy of a client key: how long each kind of token lives and whether
+//! anonymous visitors may get one. Bounds come from API.md; a policy outside them
+//! cannot be constructed.
+
+use serde::{Deserialize, Serialize};
+
+pub const VISITOR_TTL_BOUNDS: (u32, u32) = (10, 600);
+pub const SESSION_TTL_BOUNDS: (u32, u32) = (60, 86_400);
+pub const REFRESH_TTL_BOUNDS: (u32, u32) = (3_600, 7_776_000);
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field} must be between {min} and {max} seconds")]
+pub struct PolicyError {
+    pub field: &'static str,
+    pub min: u32,
+    pub max: u32,
+}
+
+/// Lifetimes and guest access for one client key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "RawPolicy")]
+pub struct TokenPolicy {
+    visitor_token_ttl_seconds: u32,
+    session_ttl_seconds: u32,
+    refresh_ttl_seconds: u32,
+    guests_allowed: bool,
+}
+
+impl Default for TokenPolicy {
+    /// API.md: visitor 60 s, session 15 min, refresh 7 days, guests allowed.
+    fn default() -> Self {
+        Self {
+            visitor_token_ttl_seconds: 60,
+            session_ttl_seconds: 15 * 60,
+            refresh_ttl_seconds: 7 * 24 * 3600,
+            guests_allowed: true,
+        }
+    }
+}
+
+impl TokenPolicy {
+    pub fn new(
+        visitor_token_ttl_seconds: u32,
+        session_ttl_seconds: u32,
+        refresh_ttl_seconds: u32,
+        guests_allowed: bool,
+    ) -> Result<Self, PolicyError> {
+        check(
+            "visitor_token_ttl_seconds",
+            visitor_token_ttl_seconds,
+            VISITOR_TTL_BOUNDS,
+        )?;
+        check(
+            "session_ttl_seconds",
+            session_ttl_seconds,
+            SESSION_TTL_BOUNDS,
+        )?;
+        check(
+            "refresh_ttl_seconds",
+            refresh_ttl_seconds,
+            REFRESH_TTL_BOUNDS,
+        )?;
+        Ok(Self {
+            visitor_token_ttl_seconds,
+            session_ttl_seconds,
+            refresh_ttl_seconds,
+            guests_allowed,
+        })
+    }
+
+    pub fn visitor_token_ttl_seconds(&self) -> u32 {
+        self.visitor_token_ttl_seconds
+    }
+    pub fn session_ttl_seconds(&self) -> u32 {
+        self.session_ttl_seconds
+    }
+    pub fn refresh_ttl_seconds(&self) -> u32 {
+        self.refresh_ttl_seconds
+    }
+    pub fn guests_allowed(&self) -> bool {
+        self.guests_allowed
+    }
+}
+
+fn check(field: &'static str, value: u32, (min, max): (u32, u32)) -> Result<(), PolicyError> {
+    if (min..=max).contains(&value) {
+        Ok(())
+    } else {
+        Err(PolicyError { field, min, max })
+    }
+}
+
+/// The wire shape: any field left out keeps its default, unknown fields are refused.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPolicy {
+    visitor_token_ttl_seconds: Option<u32>,
+    session_ttl_seconds: Option<u32>,
+    refresh_ttl_seconds: Option<u32>,
+    guests_allowed: Option<bool>,
+}
+
+impl TryFrom<RawPolicy> for TokenPolicy {
+    type Error = PolicyError;
+    fn try_from(raw: RawPolicy) -> Result<Self, Self::Error> {
+        let default = TokenPolicy::default();
+        TokenPolicy::new(
+            raw.visitor_token_ttl_seconds
+                .unwrap_or(default.visitor_token_ttl_seconds),
+            raw.session_ttl_seconds
+                .unwrap_or(default.session_ttl_seconds),
+            raw.refresh_ttl_seconds
+                .unwrap_or(default.refresh_ttl_seconds),
+            raw.guests_allowed.unwrap_or(default.guests_allowed),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_policy_is_the_one_api_md_promises() {
+        let policy = TokenPolicy::default();
+        assert_eq!(
+            (
+                policy.visitor_token_ttl_seconds(),
+                policy.session_ttl_seconds(),
+                policy.refresh_ttl_seconds(),
+                policy.guests_allowed()
+            ),
+            (60, 900, 604_800, true)
+        );
+    }
+
+    #[test]
+    fn each_bound_is_inclusive() {
+        assert!(TokenPolicy::new(10, 60, 3600, false).is_ok());
+        assert!(TokenPolicy::new(600, 86_400, 7_776_000, true).is_ok());
+    }
+
+    #[test]
+    fn a_lifetime_outside_its_bounds_is_refused_naming_the_field() {
+        assert_eq!(
+            TokenPolicy::new(9, 900, 3600, true),
+            Err(PolicyError {
+                field: "visitor_token_ttl_seconds",
+                min: 10,
+                max: 600
+            })
+        );
+        assert_eq!(
+            TokenPolicy::new(60, 86_401, 3600, true).unwrap_err().field,
+            "session_ttl_seconds"
+        );
+        assert_eq!(
+            TokenPolicy::new(60, 900, 3599, true).unwrap_err().field,
+            "refresh_ttl_seconds"
+        );
+    }
+
+    #[test]
+    fn a_partial_policy_keeps_the_defaults_for_what_it_leaves_out() {
+        let policy: TokenPolicy = serde_json::from_str(r#"{"guests_allowed": false}"#).unwrap();
+        assert_eq!(policy, TokenPolicy::new(60, 900, 604_800, false).unwrap());
+    }
+
+    #[test]
+    fn deserializing_enforces_the_bounds_and_refuses_unknown_fields() {
+        let err = serde_json::from_str::<TokenPolicy>(r#"{"session_ttl_seconds": 5}"#).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("session_ttl_seconds must be between 60 and 86400 seconds"),
+            "{err}"
+        );
+        let err = serde_json::from_str::<TokenPolicy>(r#"{"ttl": 5}"#).unwrap_err();
+        assert!(err.to_string().contains("unknown field `ttl`"), "{err}");
+    }
+}

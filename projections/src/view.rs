@@ -1,0 +1,131 @@
+//! One client key as the read side sees it: the aggregate's state, its version, and the
+//! public config response body rendered once per change (not once per request).
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use domain::aggregate::KeyState;
+use domain::ClientKeyEvent;
+use serde_json::json;
+
+/// An event as read back from the store, with its position in the key's history.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredEvent {
+    pub aggregate_id: String,
+    pub sequence: u64,
+    pub event: ClientKeyEvent,
+    /// When the command that recorded it ran (from the event's metadata).
+    pub at: Option<DateTime<Utc>>,
+}
+
+/// A created client key at some version.
+#[derive(Debug, Clone)]
+pub struct ClientKeyView {
+    state: KeyState,
+    version: u64,
+    updated_at: Option<DateTime<Utc>>,
+    config_body: Bytes,
+    etag: String,
+}
+
+impl ClientKeyView {
+    /// Folds a key's history (in sequence order) into a view; `None` when the history
+    /// does not start with a creation. The body is rendered once, at the end.
+    pub fn fold<'a>(events: impl IntoIterator<Item = &'a StoredEvent>) -> Option<Self> {
+        let mut events = events.into_iter();
+        let first = events.next()?;
+        let mut state = KeyState::created(first.event.clone())?;
+        let (mut version, mut updated_at) = (first.sequence, first.at);
+        for stored in events {
+            state.apply(stored.event.clone());
+            version = stored.sequence;
+            updated_at = stored.at.or(updated_at);
+        }
+        Some(Self::render(state, version, updated_at))
+    }
+
+    /// The view after one more event. Pure: the caller decides whether `event` is the
+    /// next one in sequence.
+    pub fn apply(&self, stored: &StoredEvent) -> Self {
+        let mut state = self.state.clone();
+        state.apply(stored.event.clone());
+        Self::render(state, stored.sequence, stored.at.or(self.updated_at))
+    }
+
+    fn render(state: KeyState, version: u64, updated_at: Option<DateTime<Utc>>) -> Self {
+        let config_body = Bytes::from(render_config(&state, version));
+        let etag = format!("\"{}.{}\"", state.id.as_str(), version);
+        Self {
+            state,
+            version,
+            updated_at,
+            config_body,
+            etag,
+        }
+    }
+
+    pub fn state(&self) -> &KeyState {
+        &self.state
+    }
+
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    pub fn updated_at(&self) -> Option<DateTime<Utc>> {
+        self.updated_at
+    }
+
+    /// The `GET /api/v1/widget/config` body, ready to send.
+    pub fn config_body(&self) -> &Bytes {
+        &self.config_body
+    }
+
+    /// Strong ETag of the config body: it changes exactly when the key's version does.
+    pub fn etag(&self) -> &str {
+        &self.etag
+    }
+
+    /// The admin and auditor representation: everything but secrets.
+    pub fn to_admin_json(&self) -> serde_json::Value {
+        let s = self.state();
+        json!({
+            "id": s.id,
+            "name": s.name,
+            "status": s.status,
+            "version": self.version,
+            "created_at": s.created_at,
+            "updated_at": self.updated_at,
+            "public_key": s.public_key,
+            "previous_public_keys": s.previous_public_keys,
+            "secret_key_last_four": s.secret_key.last_four,
+            "previous_secret_keys": s.previous_secret_keys.iter().map(|p| json!({
+                "last_four": p.secret_key.last_four,
+                "valid_until": p.valid_until,
+            })).collect::<Vec<_>>(),
+            "origins": s.origins,
+            "config": s.config,
+            "token_policy": s.token_policy,
+            "sessions_revoked_at_or_before": s.sessions_revoked_at_or_before,
+            "user_sessions_revoked_at_or_before": s.user_sessions_revoked_at_or_before,
+        })
+    }
+}
+
+fn render_config(state: &KeyState, version: u64) -> Vec<u8> {
+    let config = &state.config;
+    let display_name = config.agent.display_name.as_ref().unwrap_or(&state.name);
+    let body = json!({
+        "client_key": state.public_key,
+        "agent": {
+            "display_name": display_name,
+            "avatar_url": config.agent.avatar_url,
+        },
+        "branding": config.branding,
+        "copy": config.copy,
+        "locale": config.locale,
+        "guests_allowed": state.token_policy.guests_allowed(),
+        "version": version,
+    });
+    // Serializing a `Value` built from plain data cannot fail.
+    serde_json::to_vec(&body).unwrap_or_default()
+}
