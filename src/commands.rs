@@ -1,0 +1,220 @@
+//! Running admin commands: load the key, decide, commit with metadata, update this
+//! node's read models before answering (so a command's effect is visible here the moment
+//! its response is sent), and make retries with an Idempotency-Key harmless.
+
+use std::sync::Arc;
+
+use cqrs_es::event_sink::EventSink;
+use cqrs_es::Aggregate;
+use domain::{ClientKey, ClientKeyCommand, ClientKeyError, ClientKeyEvent, ClientKeyServices};
+use projections::{ApplyOutcome, ClientKeyView, Directory};
+use tracing::Instrument;
+
+use crate::store::{EventMetadata, RecordedEvent, Store, StoreError};
+
+/// Attempts for a command without `expected_version` that keeps losing the optimistic
+/// race to another node: each retry re-decides on fresh state, so nothing is lost or
+/// applied twice.
+const MAX_ATTEMPTS: u32 = 10;
+
+/// Commands on one key from this node queue behind one of these (striped by key), so
+/// the optimistic race is only ever lost to other nodes.
+const LOCK_STRIPES: usize = 64;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    #[error(transparent)]
+    Rejected(#[from] ClientKeyError),
+    #[error("expected version {expected} but the client key is at version {actual}")]
+    StaleVersion { expected: u64, actual: u64 },
+    #[error("this Idempotency-Key was already used for a different request")]
+    IdempotencyKeyReused,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Who asked, why, and how to recognise a retry.
+#[derive(Debug, Clone)]
+pub struct CommandContext {
+    pub metadata: EventMetadata,
+    pub expected_version: Option<u64>,
+}
+
+/// The result of a command.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub version: u64,
+    /// The event recorded, or `None` when the command changed nothing.
+    pub event: Option<RecordedEvent>,
+    /// True when this answers a retry from the first attempt's record.
+    pub replayed: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct CommandService {
+    store: Arc<Store>,
+    directory: Arc<Directory>,
+    services: ClientKeyServices,
+    stripes: Arc<[tokio::sync::Mutex<()>]>,
+}
+
+impl CommandService {
+    pub fn new(store: Arc<Store>, directory: Arc<Directory>, services: ClientKeyServices) -> Self {
+        Self {
+            store,
+            directory,
+            services,
+            stripes: (0..LOCK_STRIPES)
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
+        }
+    }
+
+    fn stripe(&self, aggregate_id: &str) -> &tokio::sync::Mutex<()> {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        aggregate_id.hash(&mut hasher);
+        &self.stripes[hasher.finish() as usize % self.stripes.len()]
+    }
+
+    pub fn services(&self) -> &ClientKeyServices {
+        &self.services
+    }
+
+    pub async fn execute(
+        &self,
+        aggregate_id: &str,
+        command: ClientKeyCommand,
+        context: CommandContext,
+    ) -> Result<Outcome, CommandError> {
+        let span = tracing::info_span!("command", client_key = aggregate_id, request_id = %context.metadata.request_id);
+        self.execute_inner(aggregate_id, command, context)
+            .instrument(span)
+            .await
+    }
+
+    async fn execute_inner(
+        &self,
+        aggregate_id: &str,
+        command: ClientKeyCommand,
+        context: CommandContext,
+    ) -> Result<Outcome, CommandError> {
+        let _queued = self.stripe(aggregate_id).lock().await;
+        if let Some(outcome) = self.replay_if_retry(&context.metadata).await? {
+            return Ok(outcome);
+        }
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let mut loaded = self.store.load(aggregate_id).await?;
+            let current = loaded.current_sequence as u64;
+            if let Some(expected) = context.expected_version {
+                if expected != current {
+                    return Err(CommandError::StaleVersion {
+                        expected,
+                        actual: current,
+                    });
+                }
+            }
+            let sink = EventSink::<ClientKey>::default();
+            loaded
+                .aggregate
+                .handle(command.clone(), &self.services, &sink)
+                .await?;
+            let events: Vec<ClientKeyEvent> = sink.collect().await;
+            if events.is_empty() {
+                return Ok(Outcome {
+                    version: current,
+                    event: None,
+                    replayed: false,
+                });
+            }
+            match self.store.commit(events, loaded, &context.metadata).await {
+                Ok(committed) => {
+                    self.apply_to_read_models(&committed).await;
+                    tracing::info!(
+                        version = current + committed.len() as u64,
+                        "command committed"
+                    );
+                    let event = committed.into_iter().last();
+                    return Ok(Outcome {
+                        version: event.as_ref().map_or(current, |e| e.sequence),
+                        event,
+                        replayed: false,
+                    });
+                }
+                Err(err) => {
+                    // A concurrent retry with the same Idempotency-Key may be what beat
+                    // us (the store's unique index refuses the second write).
+                    if let Some(outcome) = self.replay_if_retry(&context.metadata).await? {
+                        return Ok(outcome);
+                    }
+                    match err {
+                        StoreError::Conflict if context.expected_version.is_some() => {
+                            let actual =
+                                self.store.load(aggregate_id).await?.current_sequence as u64;
+                            return Err(CommandError::StaleVersion {
+                                expected: current,
+                                actual,
+                            });
+                        }
+                        StoreError::Conflict if attempt < MAX_ATTEMPTS => {
+                            tracing::debug!(
+                                attempt,
+                                "optimistic conflict; deciding again on fresh state"
+                            );
+                            // Jittered back-off so racing nodes do not collide in lockstep.
+                            let jitter = rand::random_range(1..=5 * u64::from(attempt));
+                            tokio::time::sleep(std::time::Duration::from_millis(jitter)).await;
+                        }
+                        other => return Err(other.into()),
+                    }
+                }
+            }
+        }
+    }
+
+    async fn replay_if_retry(
+        &self,
+        metadata: &EventMetadata,
+    ) -> Result<Option<Outcome>, CommandError> {
+        let Some(key) = metadata.idempotency_key.as_deref() else {
+            return Ok(None);
+        };
+        let Some(first) = self.store.find_by_idempotency_key(key).await? else {
+            return Ok(None);
+        };
+        if first.metadata.request_hash != metadata.request_hash {
+            return Err(CommandError::IdempotencyKeyReused);
+        }
+        Ok(Some(Outcome {
+            version: first.sequence,
+            event: Some(first),
+            replayed: true,
+        }))
+    }
+
+    /// Makes committed events visible on this node before the response is sent. A gap
+    /// (this node missed an event another node wrote) is closed by reloading the key.
+    async fn apply_to_read_models(&self, committed: &[RecordedEvent]) {
+        for recorded in committed {
+            if let ApplyOutcome::Gap { have, got } = self.directory.apply(&recorded.to_stored()) {
+                tracing::warn!(have, got, "read model behind the store; reloading the key");
+                if let Err(err) = self.reload(&recorded.aggregate_id).await {
+                    tracing::error!(error = %err, "reloading a client key's read model failed");
+                }
+                return;
+            }
+        }
+    }
+
+    /// Rebuilds one key's view from its full history.
+    pub async fn reload(&self, aggregate_id: &str) -> Result<(), StoreError> {
+        let history = self.store.history(aggregate_id, 0, None).await?;
+        let stored: Vec<_> = history.iter().map(RecordedEvent::to_stored).collect();
+        if let Some(view) = ClientKeyView::fold(&stored) {
+            self.directory.replace(view);
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,262 @@
+//! Settings: defaults, overridden by environment variables (API.md "Operating contract").
+//! Secrets are typed so they never reach `Debug` output or logs. A bad value fails start-up
+//! with a sentence naming the variable.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use secrecy::{ExposeSecret, SecretString};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+#[derive(Debug, thiserror::Error)]
+#[error("{variable}: {problem}")]
+pub struct ConfigError {
+    pub variable: &'static str,
+    pub problem: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Where browsers and customer backends connect (`WIDGET_AUTH_PUBLIC_ADDR`).
+    pub public_addr: SocketAddr,
+    /// Operators, auditors and metrics (`WIDGET_AUTH_INTERNAL_ADDR`); loopback by default.
+    pub internal_addr: SocketAddr,
+    /// `WIDGET_AUTH_ADMIN_TOKEN`; when `None` one is generated into the data dir.
+    pub admin_token: Option<SecretString>,
+    pub data_dir: PathBuf,
+    pub signing_key_file: Option<PathBuf>,
+    /// `DATABASE_URL`; may hold a password, hence secret.
+    pub database_url: Option<SecretString>,
+    /// `WIDGET_AUTH_RATE_LIMITS=off` turns the abuse limits off.
+    pub rate_limits: bool,
+    /// `iss` of every token we mint and the only issuer we accept (`WIDGET_AUTH_ISSUER`).
+    pub issuer: String,
+}
+
+impl Settings {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    pub fn database_url_str(&self) -> Option<&str> {
+        self.database_url.as_ref().map(ExposeSecret::expose_secret)
+    }
+
+    /// Reads settings through `lookup`, so tests need not touch the process environment.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
+        let addr = |variable: &'static str, default: &str| -> Result<SocketAddr, ConfigError> {
+            get(variable)
+                .as_deref()
+                .unwrap_or(default)
+                .parse()
+                .map_err(|e| ConfigError {
+                    variable,
+                    problem: format!("not a socket address like 127.0.0.1:8080 ({e})"),
+                })
+        };
+        let rate_limits = match get("WIDGET_AUTH_RATE_LIMITS").as_deref() {
+            None | Some("on") => true,
+            Some("off") => false,
+            Some(other) => {
+                return Err(ConfigError {
+                    variable: "WIDGET_AUTH_RATE_LIMITS",
+                    problem: format!("must be `on` or `off`, not `{other}`"),
+                })
+            }
+        };
+        Ok(Self {
+            public_addr: addr("WIDGET_AUTH_PUBLIC_ADDR", "0.0.0.0:8080")?,
+            internal_addr: addr("WIDGET_AUTH_INTERNAL_ADDR", "127.0.0.1:8081")?,
+            admin_token: get("WIDGET_AUTH_ADMIN_TOKEN").map(SecretString::from),
+            data_dir: get("WIDGET_AUTH_DATA_DIR")
+                .map_or_else(|| PathBuf::from("./data"), PathBuf::from),
+            signing_key_file: get("WIDGET_AUTH_SIGNING_KEY_FILE").map(PathBuf::from),
+            database_url: get("DATABASE_URL").map(SecretString::from),
+            rate_limits,
+            issuer: get("WIDGET_AUTH_ISSUER").unwrap_or_else(|| "widget-auth".to_owned()),
+        })
+    }
+}
+
+/// The admin bearer token as the server holds it: only its hash, compared in constant
+/// time, and the actor name events record for it (derived from the hash, so auditors can
+/// tell credentials apart without ever seeing one).
+pub struct AdminCredential {
+    hash: [u8; 32],
+    actor: String,
+}
+
+impl std::fmt::Debug for AdminCredential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminCredential")
+            .field("actor", &self.actor)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AdminCredential {
+    pub fn new(token: &SecretString) -> Self {
+        let hash: [u8; 32] = Sha256::digest(token.expose_secret().as_bytes()).into();
+        let actor = format!("admin:{}", &hex::encode(hash)[..12]);
+        Self { hash, actor }
+    }
+
+    pub fn verify(&self, presented: &str) -> bool {
+        let presented: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
+        presented.ct_eq(&self.hash).into()
+    }
+
+    pub fn actor(&self) -> &str {
+        &self.actor
+    }
+}
+
+/// File name of the generated admin token inside the data dir.
+pub const ADMIN_TOKEN_FILE: &str = "admin-token";
+
+impl Settings {
+    /// `WIDGET_AUTH_ADMIN_TOKEN`, or the token saved in the data dir, generated (mode
+    /// 0600) on first start. Returns the path when the token came from the file so the
+    /// caller can say where it is (never the token itself).
+    pub fn resolve_admin_token(&self) -> Result<(SecretString, Option<PathBuf>), ConfigError> {
+        if let Some(token) = &self.admin_token {
+            return Ok((token.clone(), None));
+        }
+        let problem = |what: &str, e: std::io::Error| ConfigError {
+            variable: "WIDGET_AUTH_DATA_DIR",
+            problem: format!(
+                "{what} {}: {e}",
+                path_display(&self.data_dir.join(ADMIN_TOKEN_FILE))
+            ),
+        };
+        let path = self.data_dir.join(ADMIN_TOKEN_FILE);
+        match std::fs::read_to_string(&path) {
+            Ok(text) if !text.trim().is_empty() => {
+                return Ok((SecretString::from(text.trim().to_owned()), Some(path)))
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(problem("cannot read", e)),
+        }
+        std::fs::create_dir_all(&self.data_dir)
+            .map_err(|e| problem("cannot create the directory of", e))?;
+        let token: String = {
+            use rand::Rng;
+            let random: String = rand::rng()
+                .sample_iter(rand::distr::Alphanumeric)
+                .take(40)
+                .map(char::from)
+                .collect();
+            format!("wa_admin_{random}")
+        };
+        write_private(&path, token.as_bytes()).map_err(|e| problem("cannot write", e))?;
+        Ok((SecretString::from(token), Some(path)))
+    }
+}
+
+fn path_display(path: &std::path::Path) -> String {
+    path.display().to_string()
+}
+
+/// Creates `path` readable by its owner only, refusing to overwrite an existing file.
+pub fn write_private(path: &std::path::Path, contents: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path)?;
+    file.write_all(contents)?;
+    file.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(vars: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        Settings::from_lookup(|name| {
+            vars.iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.to_string())
+        })
+    }
+
+    #[test]
+    fn no_environment_gives_the_documented_defaults() {
+        let s = settings(&[]).expect("defaults are valid");
+        assert_eq!(s.public_addr.to_string(), "0.0.0.0:8080");
+        assert_eq!(s.internal_addr.to_string(), "127.0.0.1:8081");
+        assert_eq!(s.data_dir, PathBuf::from("./data"));
+        assert!(s.admin_token.is_none() && s.database_url.is_none() && s.rate_limits);
+    }
+
+    #[test]
+    fn a_bad_address_names_the_variable() {
+        let err = settings(&[("WIDGET_AUTH_INTERNAL_ADDR", "localhost")]).unwrap_err();
+        assert_eq!(err.variable, "WIDGET_AUTH_INTERNAL_ADDR");
+        assert!(err.to_string().starts_with("WIDGET_AUTH_INTERNAL_ADDR: "));
+    }
+
+    #[test]
+    fn rate_limits_can_be_turned_off_and_nothing_else() {
+        assert!(
+            !settings(&[("WIDGET_AUTH_RATE_LIMITS", "off")])
+                .expect("valid")
+                .rate_limits
+        );
+        assert!(settings(&[("WIDGET_AUTH_RATE_LIMITS", "maybe")]).is_err());
+    }
+
+    #[test]
+    fn secrets_do_not_appear_in_debug_output() {
+        let s = settings(&[
+            ("WIDGET_AUTH_ADMIN_TOKEN", "admin-token-value"),
+            ("DATABASE_URL", "postgres://u:hunter2@db/x"),
+        ])
+        .expect("valid");
+        let debug = format!("{s:?}");
+        assert!(
+            !debug.contains("admin-token-value") && !debug.contains("hunter2"),
+            "{debug}"
+        );
+        assert_eq!(
+            s.admin_token
+                .as_ref()
+                .map(|t| t.expose_secret().to_owned())
+                .as_deref(),
+            Some("admin-token-value")
+        );
+    }
+
+    #[test]
+    fn a_generated_admin_token_is_saved_owner_only_and_reused() {
+        let dir = std::env::temp_dir().join(format!("wa-config-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let s = Settings {
+            data_dir: dir.clone(),
+            ..settings(&[]).expect("valid")
+        };
+        let (first, path) = s.resolve_admin_token().expect("generated");
+        let path = path.expect("came from the file");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path)
+                .expect("exists")
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        let (second, _) = s.resolve_admin_token().expect("reused");
+        assert_eq!(first.expose_secret(), second.expose_secret());
+        assert!(first.expose_secret().starts_with("wa_admin_"));
+        let credential = AdminCredential::new(&first);
+        assert!(credential.verify(first.expose_secret()));
+        assert!(!credential.verify("wa_admin_wrong"));
+        assert!(!format!("{credential:?}").contains(first.expose_secret()));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -1,0 +1,212 @@
+//! The HTTP layer's one error type. Handlers return `ApiError`; it becomes a JSON body on
+//! the internal listener and a short `text/plain` sentence on the public one (see
+//! [`plain_text_errors`]). User errors are 4xx with the contract's message, a stopped
+//! store is 503 with `Retry-After`, and anything else is an opaque 500 whose cause chain
+//! is logged, never sent.
+
+use std::borrow::Cow;
+use std::fmt::Write as _;
+
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{FromRequest, Request};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+
+use crate::commands::CommandError;
+use crate::store::StoreError;
+
+/// Seconds a client should wait before retrying when the store is down.
+pub const RETRY_AFTER_SECONDS: u32 = 2;
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: Cow<'static, str>,
+    pub retry_after: Option<u32>,
+}
+
+/// Carried on error responses so the public listener can re-render them as text.
+#[derive(Debug, Clone)]
+struct ErrorMessage(Cow<'static, str>);
+
+impl ApiError {
+    pub fn new(
+        status: StatusCode,
+        code: &'static str,
+        message: impl Into<Cow<'static, str>>,
+    ) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    pub fn bad_request(message: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_request", message)
+    }
+
+    pub fn unauthorized(message: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+    }
+
+    pub fn forbidden(message: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", message)
+    }
+
+    pub fn not_found(message: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+
+    pub fn unavailable(message: impl Into<Cow<'static, str>>) -> Self {
+        Self {
+            retry_after: Some(RETRY_AFTER_SECONDS),
+            ..Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
+        }
+    }
+
+    /// Logs `err` with its cause chain and answers an opaque 500.
+    pub fn internal(err: &(dyn std::error::Error + 'static)) -> Self {
+        let mut chain = err.to_string();
+        let mut source = err.source();
+        while let Some(cause) = source {
+            let _ = write!(chain, ": {cause}");
+            source = cause.source();
+        }
+        tracing::error!(error = %chain, "request failed");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal error",
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({ "error": self.code, "message": self.message });
+        let mut response = (self.status, axum::Json(body)).into_response();
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        if self.status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response.extensions_mut().insert(ErrorMessage(self.message));
+        response
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(err: StoreError) -> Self {
+        if err.is_unavailable() {
+            tracing::warn!(error = %err, "event store unavailable");
+            return Self::unavailable("the store is unavailable; retry shortly");
+        }
+        if matches!(err, StoreError::Conflict) {
+            return Self::new(StatusCode::CONFLICT, "conflict", err.to_string());
+        }
+        Self::internal(&err)
+    }
+}
+
+impl From<CommandError> for ApiError {
+    fn from(err: CommandError) -> Self {
+        use domain::ClientKeyError as Rule;
+        match err {
+            CommandError::Rejected(Rule::NotFound) => Self::not_found("client key not found"),
+            CommandError::Rejected(Rule::AlreadyExists) => Self::new(
+                StatusCode::CONFLICT,
+                "already_exists",
+                "client key already exists",
+            ),
+            CommandError::Rejected(rule) => {
+                Self::new(StatusCode::BAD_REQUEST, "invalid_command", rule.to_string())
+            }
+            err @ CommandError::StaleVersion { .. } => {
+                Self::new(StatusCode::CONFLICT, "version_conflict", err.to_string())
+            }
+            err @ CommandError::IdempotencyKeyReused => Self::new(
+                StatusCode::CONFLICT,
+                "idempotency_key_reused",
+                err.to_string(),
+            ),
+            CommandError::Store(err) => err.into(),
+        }
+    }
+}
+
+/// Public listener middleware: API.md wants error bodies there as short plain sentences.
+pub async fn plain_text_errors(request: Request, next: Next) -> Response {
+    let mut response = next.run(request).await;
+    if let Some(ErrorMessage(message)) = response.extensions_mut().remove::<ErrorMessage>() {
+        let (mut parts, _) = response.into_parts();
+        parts.headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        parts.headers.remove(header::CONTENT_LENGTH);
+        return Response::from_parts(parts, axum::body::Body::from(message.into_owned()));
+    }
+    response
+}
+
+/// A JSON request body, parsed with our errors instead of axum's: a body that is not
+/// JSON or has wrong types is a 400 naming the field, too large is 413. The body is
+/// parsed as JSON whatever its `Content-Type` says: browsers send `text/plain` to avoid a
+/// CORS preflight, and curl users send form encoding by default.
+#[derive(Debug)]
+pub struct JsonBody<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes =
+            Bytes::from_request(request, state)
+                .await
+                .map_err(|rejection: BytesRejection| {
+                    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                        ApiError::new(
+                            StatusCode::PAYLOAD_TOO_LARGE,
+                            "too_large",
+                            "request body too large",
+                        )
+                    } else {
+                        ApiError::bad_request("request body could not be read")
+                    }
+                })?;
+        parse_json(&bytes).map(JsonBody)
+    }
+}
+
+/// Parses JSON with the path of the offending field in the message.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let deserializer = &mut serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(deserializer).map_err(|err| json_error(&err))
+}
+
+/// Deserializes an already-parsed JSON value with the same error messages.
+pub fn from_value<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, ApiError> {
+    serde_path_to_error::deserialize(value).map_err(|err| json_error(&err))
+}
+
+fn json_error<E: std::fmt::Display>(err: &serde_path_to_error::Error<E>) -> ApiError {
+    let path = err.path().to_string();
+    let inner = err.inner().to_string();
+    let message = if path.is_empty() || path == "." {
+        format!("invalid JSON body: {inner}")
+    } else {
+        format!("invalid JSON body: {path}: {inner}")
+    };
+    ApiError::bad_request(message)
+}

@@ -1,0 +1,474 @@
+//! The internal (admin) listener: operators' commands on client keys and auditors' reads
+//! of their history. Every `/internal/v1` request needs the admin bearer token.
+
+use std::collections::HashMap;
+
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use chrono::{DateTime, Utc};
+use domain::{
+    AllowList, ClientKeyCommand, ClientKeyEvent, ClientKeyId, OriginPattern, PublicKey, SecretKey,
+    Text, TokenPolicy, WidgetConfig,
+};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+use super::error::{from_value, ApiError, JsonBody};
+use crate::audit;
+use crate::commands::{CommandContext, Outcome};
+use crate::store::EventMetadata;
+use crate::AppState;
+
+/// Admin bodies carry whole configs; still bounded so a bad client cannot exhaust memory.
+const ADMIN_BODY_LIMIT: usize = 64 * 1024;
+const MAX_PAGE: u64 = 1000;
+
+pub fn router(state: AppState) -> Router {
+    let v1 = Router::new()
+        .route(
+            "/client-keys",
+            post(create_client_key).get(list_client_keys),
+        )
+        .route("/client-keys/{id}", get(get_client_key))
+        .route("/client-keys/{id}/commands", post(run_command))
+        .route("/client-keys/{id}/events", get(client_key_events))
+        .route("/client-keys/{id}/state", get(client_key_state))
+        .fallback(|| async { ApiError::not_found("no such endpoint") })
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_admin));
+    let router = Router::new()
+        .nest("/internal/v1", v1)
+        .merge(super::probes())
+        .fallback(|| async { ApiError::not_found("no such endpoint") })
+        .layer(axum::extract::DefaultBodyLimit::max(ADMIN_BODY_LIMIT))
+        .with_state(state);
+    super::with_request_span(router)
+}
+
+async fn require_admin(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "));
+    match presented {
+        Some(token) if state.admin.verify(token) => next.run(request).await,
+        _ => ApiError::unauthorized("missing or invalid admin token").into_response(),
+    }
+}
+
+fn parse_id(id: &str) -> Result<ClientKeyId, ApiError> {
+    ClientKeyId::parse(id).map_err(|_| ApiError::not_found("client key not found"))
+}
+
+/// Actor, time, request id, reason and the idempotency record for a command.
+fn command_context(
+    state: &AppState,
+    headers: &HeaderMap,
+    reason: Option<Text>,
+    expected_version: Option<u64>,
+    fingerprint: &[u8],
+) -> Result<CommandContext, ApiError> {
+    let idempotency_key = match headers.get("idempotency-key") {
+        None => None,
+        Some(value) => {
+            let key = value.to_str().ok().map(str::trim).unwrap_or("");
+            if key.is_empty() || key.len() > 255 {
+                return Err(ApiError::bad_request(
+                    "Idempotency-Key must be 1 to 255 visible characters",
+                ));
+            }
+            Some(key.to_owned())
+        }
+    };
+    let request_id = headers
+        .get(super::REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.chars().take(128).collect())
+        .unwrap_or_default();
+    Ok(CommandContext {
+        metadata: EventMetadata {
+            actor: state.admin.actor().to_owned(),
+            at: state.commands.services().now(),
+            request_id,
+            reason: reason.map(String::from),
+            idempotency_key,
+            request_hash: Some(hex::encode(Sha256::digest(fingerprint))),
+        },
+        expected_version,
+    })
+}
+
+/// Pulls the fields every admin body may carry (`reason`, `expected_version`) out of it,
+/// so the rest can be parsed strictly (unknown fields refused).
+fn take_common(body: &mut Value) -> Result<(Option<Text>, Option<u64>), ApiError> {
+    let Some(object) = body.as_object_mut() else {
+        return Err(ApiError::bad_request(
+            "invalid JSON body: expected a JSON object",
+        ));
+    };
+    let reason = match object.remove("reason") {
+        None | Some(Value::Null) => None,
+        Some(value) => Some(
+            from_value::<Text>(value)
+                .map_err(|e| ApiError::bad_request(format!("reason: {}", e.message)))?,
+        ),
+    };
+    let expected_version = match object.remove("expected_version") {
+        None | Some(Value::Null) => None,
+        Some(value) => Some(from_value::<u64>(value).map_err(|_| {
+            ApiError::bad_request("expected_version must be a non-negative integer")
+        })?),
+    };
+    Ok((reason, expected_version))
+}
+
+fn canonical(body: &Value, scope: &str) -> Vec<u8> {
+    // serde_json's map is ordered, so equal bodies serialize equally.
+    let mut bytes = scope.as_bytes().to_vec();
+    bytes.push(0);
+    bytes.extend_from_slice(body.to_string().as_bytes());
+    bytes
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateRequest {
+    name: Text,
+    origins: Vec<OriginPattern>,
+    #[serde(default)]
+    config: WidgetConfig,
+    #[serde(default)]
+    token_policy: TokenPolicy,
+}
+
+async fn create_client_key(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    JsonBody(mut body): JsonBody<Value>,
+) -> Result<Response, ApiError> {
+    let fingerprint = canonical(&body, "create");
+    let (reason, _) = take_common(&mut body)?;
+    let request: CreateRequest = from_value(body)?;
+    if request.name.as_str().trim().is_empty() {
+        return Err(ApiError::bad_request(
+            "invalid JSON body: name: must not be empty",
+        ));
+    }
+    let context = command_context(&state, &headers, reason, None, &fingerprint)?;
+    let (id, public_key, secret_key) = {
+        let mut rng = rand::rng();
+        (
+            ClientKeyId::generate(&mut rng),
+            PublicKey::generate(&mut rng),
+            SecretKey::generate(&mut rng),
+        )
+    };
+    let command = ClientKeyCommand::Create {
+        id: id.clone(),
+        name: request.name,
+        public_key: public_key.clone(),
+        secret_key: secret_key.fingerprint(),
+        origins: AllowList::new(request.origins),
+        config: request.config,
+        token_policy: request.token_policy,
+    };
+    let outcome = state
+        .commands
+        .execute(id.as_str(), command, context)
+        .await?;
+    if outcome.replayed {
+        // The secret was shown once, to the first attempt; the store never had it.
+        let (id, public_key) = match outcome.event.as_ref().map(|e| &e.event) {
+            Some(ClientKeyEvent::ClientKeyCreated { id, public_key, .. }) => {
+                (id.clone(), public_key.clone())
+            }
+            _ => {
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    "idempotency_key_reused",
+                    "this Idempotency-Key belongs to another request",
+                ))
+            }
+        };
+        let body = json!({ "id": id, "public_key": public_key, "version": outcome.version });
+        return Ok(replayed((StatusCode::CREATED, Json(body)).into_response()));
+    }
+    let body = json!({
+        "id": id,
+        "public_key": public_key,
+        "secret_key": secret_key.expose_secret(),
+        "version": outcome.version,
+    });
+    Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+fn replayed(mut response: Response) -> Response {
+    response
+        .headers_mut()
+        .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    response
+}
+
+/// The command types of API.md, in the order the docs list them.
+const COMMAND_TYPES: &str = "change_origins, update_config, set_token_policy, rotate_secret_key, \
+     rotate_public_key, expire_previous_keys, revoke_sessions, disable, enable";
+
+// One body struct per command type. Dispatching on `type` by hand (instead of a serde
+// internally tagged enum, which buffers its input) keeps the path of a bad field in the
+// error message: `config.branding.primary_color: must be a colour like #1A2B3C`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Origins {
+    origins: Vec<OriginPattern>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Config {
+    config: WidgetConfig,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Policy {
+    policy: TokenPolicy,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Grace {
+    grace_seconds: u32,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Revoke {
+    user_id: Option<Text>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Nothing {}
+
+async fn run_command(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    JsonBody(mut body): JsonBody<Value>,
+) -> Result<Response, ApiError> {
+    let id = parse_id(&id)?;
+    let fingerprint = canonical(&body, id.as_str());
+    let (reason, expected_version) = take_common(&mut body)?;
+    let kind = match body.as_object_mut().and_then(|o| o.remove("type")) {
+        Some(Value::String(kind)) => kind,
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "invalid JSON body: type: expected a string",
+            ))
+        }
+        None => {
+            return Err(ApiError::bad_request(
+                "invalid JSON body: missing field `type`",
+            ))
+        }
+    };
+    let mut new_secret = None;
+    let command = match kind.as_str() {
+        "change_origins" => ClientKeyCommand::ChangeOrigins {
+            origins: AllowList::new(from_value::<Origins>(body)?.origins),
+        },
+        "update_config" => ClientKeyCommand::UpdateConfig {
+            config: from_value::<Config>(body)?.config,
+        },
+        "set_token_policy" => ClientKeyCommand::SetTokenPolicy {
+            policy: from_value::<Policy>(body)?.policy,
+        },
+        "rotate_secret_key" => {
+            let grace_seconds = from_value::<Grace>(body)?.grace_seconds;
+            let secret = SecretKey::generate(&mut rand::rng());
+            let command = ClientKeyCommand::RotateSecretKey {
+                new_secret_key: secret.fingerprint(),
+                grace_seconds,
+            };
+            new_secret = Some(secret);
+            command
+        }
+        "rotate_public_key" => ClientKeyCommand::RotatePublicKey {
+            grace_seconds: from_value::<Grace>(body)?.grace_seconds,
+            new_public_key: PublicKey::generate(&mut rand::rng()),
+        },
+        "revoke_sessions" => ClientKeyCommand::RevokeSessions {
+            user_id: from_value::<Revoke>(body)?.user_id,
+        },
+        simple @ ("expire_previous_keys" | "disable" | "enable") => {
+            from_value::<Nothing>(body)?;
+            match simple {
+                "expire_previous_keys" => ClientKeyCommand::ExpirePreviousKeys,
+                "disable" => ClientKeyCommand::Disable,
+                _ => ClientKeyCommand::Enable,
+            }
+        }
+        other => {
+            return Err(ApiError::bad_request(format!(
+                "unknown command type `{other}`; expected one of {COMMAND_TYPES}"
+            )))
+        }
+    };
+    let context = command_context(&state, &headers, reason, expected_version, &fingerprint)?;
+    let outcome = state
+        .commands
+        .execute(id.as_str(), command, context)
+        .await?;
+    let mut body = command_response(&id, &outcome);
+    if let (Some(secret), false) = (new_secret, outcome.replayed) {
+        body["secret_key"] = json!(secret.expose_secret());
+    }
+    let response = Json(body).into_response();
+    Ok(if outcome.replayed {
+        replayed(response)
+    } else {
+        response
+    })
+}
+
+fn command_response(id: &ClientKeyId, outcome: &Outcome) -> Value {
+    let mut body = json!({
+        "id": id,
+        "version": outcome.version,
+        "event": outcome.event.as_ref().map(|e| e.event.name()),
+    });
+    match outcome.event.as_ref().map(|e| &e.event) {
+        Some(ClientKeyEvent::PublicKeyRotated {
+            public_key,
+            previous_valid_until,
+            ..
+        }) => {
+            body["public_key"] = json!(public_key);
+            body["previous_valid_until"] = json!(previous_valid_until);
+        }
+        Some(ClientKeyEvent::SecretKeyRotated {
+            secret_key,
+            previous_valid_until,
+            ..
+        }) => {
+            body["secret_key_last_four"] = json!(secret_key.last_four);
+            body["previous_valid_until"] = json!(previous_valid_until);
+        }
+        _ => {}
+    }
+    body
+}
+
+async fn get_client_key(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let id = parse_id(&id)?;
+    state
+        .directory
+        .by_id(id.as_str())
+        .map(|view| Json(view.to_admin_json()))
+        .ok_or_else(|| ApiError::not_found("client key not found"))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    after: Option<String>,
+    limit: Option<u64>,
+}
+
+async fn list_client_keys(
+    State(state): State<AppState>,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let limit = page_limit(query.limit)?;
+    let views = state
+        .directory
+        .list(query.after.as_deref(), limit as usize + 1);
+    let more = views.len() > limit as usize;
+    let page: Vec<Value> = views
+        .iter()
+        .take(limit as usize)
+        .map(|v| v.to_admin_json())
+        .collect();
+    let next_after = if more {
+        page.last().map(|v| v["id"].clone())
+    } else {
+        None
+    };
+    Ok(Json(
+        json!({ "client_keys": page, "next_after": next_after }),
+    ))
+}
+
+fn page_limit(limit: Option<u64>) -> Result<u64, ApiError> {
+    match limit {
+        None => Ok(100),
+        Some(limit) if (1..=MAX_PAGE).contains(&limit) => Ok(limit),
+        Some(_) => Err(ApiError::bad_request("limit must be between 1 and 1000")),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventsQuery {
+    after: Option<u64>,
+    limit: Option<u64>,
+}
+
+async fn client_key_events(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    query: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let id = parse_id(&id)?;
+    let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let limit = page_limit(query.limit)?;
+    let page =
+        audit::events_page(&state.store, id.as_str(), query.after.unwrap_or(0), limit).await?;
+    match page {
+        Some(page) => Ok(Json(page)),
+        None => Err(ApiError::not_found("client key not found")),
+    }
+}
+
+async fn client_key_state(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    let id = parse_id(&id)?;
+    let point = match (query.get("at_sequence"), query.get("at")) {
+        (Some(sequence), None) => audit::Point::Sequence(
+            sequence
+                .parse()
+                .map_err(|_| ApiError::bad_request("at_sequence must be a positive integer"))?,
+        ),
+        (None, Some(at)) => audit::Point::Time(
+            DateTime::parse_from_rfc3339(at)
+                .map_err(|_| {
+                    ApiError::bad_request("at must be an RFC 3339 time like 2026-01-31T12:00:00Z")
+                })?
+                .with_timezone(&Utc),
+        ),
+        _ => {
+            return Err(ApiError::bad_request(
+                "give exactly one of at_sequence or at",
+            ))
+        }
+    };
+    match audit::state_at(&state.store, id.as_str(), point).await? {
+        audit::StateAt::Found(view) => Ok(Json(view.to_admin_json())),
+        audit::StateAt::UnknownKey => Err(ApiError::not_found("client key not found")),
+        audit::StateAt::NotYetCreated => Err(ApiError::not_found(
+            "the client key did not exist at that point",
+        )),
+    }
+}

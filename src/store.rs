@@ -1,0 +1,420 @@
+//! The event store: SQLite (embedded, the default) or PostgreSQL (production, several
+//! nodes). Commands load and commit through cqrs-es (`sqlite-es` / `postgres-es`), which
+//! own optimistic concurrency; the reads cqrs-es has no API for (a key's history page,
+//! the start-up replay, idempotency look-ups) are plain SQL here, identical for both
+//! stores, decoded in one place so upcasting happens in one place.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use cqrs_es::persist::{PersistedEventStore, SerializedEvent};
+use cqrs_es::{AggregateError, EventStore};
+use domain::{ClientKey, ClientKeyError, ClientKeyEvent};
+use futures::stream::{BoxStream, StreamExt};
+use postgres_es::PostgresEventRepository;
+use projections::StoredEvent;
+use serde::{Deserialize, Serialize};
+use sqlite_es::SqliteEventRepository;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{ColumnIndex, Decode, PgPool, Row, SqlitePool, Type};
+
+pub type AggregateContext = cqrs_es::persist::EventStoreAggregateContext<ClientKey>;
+type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// How long a request waits for a database connection before the store counts as down.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("the event store is unavailable")]
+    Unavailable(#[source] BoxError),
+    #[error("another command changed this client key at the same time")]
+    Conflict,
+    #[error("stored event {aggregate_id}#{sequence} cannot be read")]
+    Corrupt {
+        aggregate_id: String,
+        sequence: u64,
+        #[source]
+        source: BoxError,
+    },
+    #[error("event store error")]
+    Other(#[source] BoxError),
+}
+
+impl StoreError {
+    fn from_sqlx(err: sqlx::Error) -> Self {
+        if is_unavailable(&err) {
+            Self::Unavailable(Box::new(err))
+        } else {
+            Self::Other(Box::new(err))
+        }
+    }
+
+    /// cqrs-es wraps driver errors in boxes and calls a pool time-out "unexpected"; look
+    /// inside so that a stopped database is a 503, not a 500.
+    fn from_aggregate(err: AggregateError<ClientKeyError>) -> Self {
+        match err {
+            AggregateError::AggregateConflict => Self::Conflict,
+            AggregateError::DatabaseConnectionError(source) => Self::Unavailable(source),
+            AggregateError::UnexpectedError(source)
+            | AggregateError::DeserializationError(source) => {
+                match source.downcast::<sqlx::Error>() {
+                    Ok(sqlx_error) => Self::from_sqlx(*sqlx_error),
+                    Err(other) => Self::Other(other),
+                }
+            }
+            AggregateError::UserError(rule) => Self::Other(Box::new(rule)),
+        }
+    }
+
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, Self::Unavailable(_))
+    }
+}
+
+fn is_unavailable(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+            // PostgreSQL: connection exceptions (08xxx), shutting down / cannot connect
+            // now (57P0x); SQLite: busy / locked beyond the busy timeout.
+            code.starts_with("08") || code.starts_with("57P") || code == "5" || code == "6"
+        }),
+        _ => false,
+    }
+}
+
+/// What every event carries besides its payload (DESIGN.md: actor, time, request id,
+/// reason), plus the idempotency record of the command that wrote it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventMetadata {
+    pub actor: String,
+    pub at: DateTime<Utc>,
+    pub request_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+    /// SHA-256 of the command body, so a reused Idempotency-Key with another body is caught.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_hash: Option<String>,
+}
+
+impl EventMetadata {
+    /// cqrs-es carries metadata as a string map.
+    pub fn to_map(&self) -> HashMap<String, String> {
+        let mut map = HashMap::from([
+            ("actor".to_owned(), self.actor.clone()),
+            (
+                "at".to_owned(),
+                self.at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            ),
+            ("request_id".to_owned(), self.request_id.clone()),
+        ]);
+        let optional = [
+            ("reason", &self.reason),
+            ("idempotency_key", &self.idempotency_key),
+            ("request_hash", &self.request_hash),
+        ];
+        for (name, value) in optional {
+            if let Some(value) = value {
+                map.insert(name.to_owned(), value.clone());
+            }
+        }
+        map
+    }
+}
+
+/// An event read back from the store with its metadata.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordedEvent {
+    pub aggregate_id: String,
+    pub sequence: u64,
+    pub event: ClientKeyEvent,
+    pub metadata: EventMetadata,
+}
+
+impl RecordedEvent {
+    pub fn to_stored(&self) -> StoredEvent {
+        StoredEvent {
+            aggregate_id: self.aggregate_id.clone(),
+            sequence: self.sequence,
+            event: self.event.clone(),
+            at: Some(self.metadata.at),
+        }
+    }
+
+    fn decode(serialized: SerializedEvent) -> Result<Self, StoreError> {
+        let corrupt = |source: BoxError| StoreError::Corrupt {
+            aggregate_id: serialized.aggregate_id.clone(),
+            sequence: serialized.sequence as u64,
+            source,
+        };
+        let event: ClientKeyEvent =
+            serde_json::from_value(serialized.payload.clone()).map_err(|e| corrupt(Box::new(e)))?;
+        let metadata: EventMetadata = serde_json::from_value(serialized.metadata.clone())
+            .map_err(|e| corrupt(Box::new(e)))?;
+        Ok(Self {
+            aggregate_id: serialized.aggregate_id,
+            sequence: serialized.sequence as u64,
+            event,
+            metadata,
+        })
+    }
+}
+
+const COLUMNS: &str = "aggregate_id, sequence, event_type, event_version, \
+     CAST(payload AS TEXT) AS payload, CAST(metadata AS TEXT) AS metadata";
+
+/// One row of the events table, whichever database it came from.
+fn decode_row<R>(row: &R) -> Result<SerializedEvent, StoreError>
+where
+    R: Row,
+    usize: ColumnIndex<R>,
+    for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
+{
+    let get_text = |index: usize| {
+        row.try_get::<String, _>(index)
+            .map_err(StoreError::from_sqlx)
+    };
+    let aggregate_id = get_text(0)?;
+    let sequence = row.try_get::<i64, _>(1).map_err(StoreError::from_sqlx)?;
+    let parse = |index: usize| -> Result<serde_json::Value, StoreError> {
+        serde_json::from_str(&get_text(index)?).map_err(|e| StoreError::Corrupt {
+            aggregate_id: aggregate_id.clone(),
+            sequence: sequence as u64,
+            source: Box::new(e),
+        })
+    };
+    Ok(SerializedEvent {
+        aggregate_id: aggregate_id.clone(),
+        sequence: sequence as usize,
+        aggregate_type: <ClientKey as cqrs_es::Aggregate>::TYPE.to_owned(),
+        event_type: get_text(2)?,
+        event_version: get_text(3)?,
+        payload: parse(4)?,
+        metadata: parse(5)?,
+    })
+}
+
+pub enum Store {
+    Postgres {
+        pool: PgPool,
+        events: PersistedEventStore<PostgresEventRepository, ClientKey>,
+    },
+    Sqlite {
+        pool: SqlitePool,
+        events: PersistedEventStore<SqliteEventRepository, ClientKey>,
+    },
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Postgres { .. } => "Store::Postgres",
+            Self::Sqlite { .. } => "Store::Sqlite",
+        })
+    }
+}
+
+/// Runs the same query text on whichever pool the store has.
+macro_rules! on_pool {
+    ($store:expr, |$pool:ident| $body:expr) => {
+        match $store {
+            Store::Postgres { pool: $pool, .. } => $body,
+            Store::Sqlite { pool: $pool, .. } => $body,
+        }
+    };
+}
+
+impl Store {
+    /// PostgreSQL from a `postgres://` URL; otherwise the embedded SQLite file in `data_dir`.
+    pub async fn open(database_url: Option<&str>, data_dir: &Path) -> Result<Self, StoreError> {
+        match database_url {
+            Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+                let options: PgConnectOptions = url.parse().map_err(|e: sqlx::Error| {
+                    StoreError::Other(
+                        format!("DATABASE_URL is not a valid PostgreSQL URL: {e}").into(),
+                    )
+                })?;
+                let pool = PgPoolOptions::new()
+                    .max_connections(16)
+                    .acquire_timeout(ACQUIRE_TIMEOUT)
+                    .connect_lazy_with(options);
+                let events = PersistedEventStore::new_event_store(PostgresEventRepository::new(
+                    pool.clone(),
+                ));
+                Ok(Self::Postgres { pool, events })
+            }
+            Some(url) if url.starts_with("sqlite:") => {
+                let options: SqliteConnectOptions = url.parse().map_err(|e: sqlx::Error| {
+                    StoreError::Other(format!("DATABASE_URL is not a valid SQLite URL: {e}").into())
+                })?;
+                Self::open_sqlite(options).await
+            }
+            Some(_) => Err(StoreError::Other(
+                "DATABASE_URL must start with postgres://, postgresql:// or sqlite:".into(),
+            )),
+            None => {
+                std::fs::create_dir_all(data_dir).map_err(|e| StoreError::Other(Box::new(e)))?;
+                let options =
+                    SqliteConnectOptions::new().filename(data_dir.join("widget-auth.sqlite3"));
+                Self::open_sqlite(options).await
+            }
+        }
+    }
+
+    async fn open_sqlite(options: SqliteConnectOptions) -> Result<Self, StoreError> {
+        let options = options
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // An acknowledged command must survive a power cut, not just a crash.
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(5));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_with(options)
+            .await
+            .map_err(StoreError::from_sqlx)?;
+        let events = PersistedEventStore::new_event_store(SqliteEventRepository::new(pool.clone()));
+        Ok(Self::Sqlite { pool, events })
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Postgres { .. } => "postgres",
+            Self::Sqlite { .. } => "sqlite",
+        }
+    }
+
+    /// Applies the versioned migrations in `migrations/` that have not run yet.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        let result = match self {
+            Self::Postgres { pool, .. } => sqlx::migrate!("migrations/postgres").run(pool).await,
+            Self::Sqlite { pool, .. } => sqlx::migrate!("migrations/sqlite").run(pool).await,
+        };
+        result.map_err(|e| match e {
+            sqlx::migrate::MigrateError::Execute(inner) => StoreError::from_sqlx(inner),
+            other => StoreError::Other(Box::new(other)),
+        })
+    }
+
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        on_pool!(self, |pool| sqlx::query("SELECT 1")
+            .execute(pool)
+            .await
+            .map(|_| ()))
+        .map_err(StoreError::from_sqlx)
+    }
+
+    pub async fn load(&self, aggregate_id: &str) -> Result<AggregateContext, StoreError> {
+        match self {
+            Self::Postgres { events, .. } => events.load_aggregate(aggregate_id).await,
+            Self::Sqlite { events, .. } => events.load_aggregate(aggregate_id).await,
+        }
+        .map_err(StoreError::from_aggregate)
+    }
+
+    /// Appends `events` after the context's sequence, atomically, or fails with
+    /// [`StoreError::Conflict`] when another writer got there first.
+    pub async fn commit(
+        &self,
+        events: Vec<ClientKeyEvent>,
+        context: AggregateContext,
+        metadata: &EventMetadata,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let committed = match self {
+            Self::Postgres { events: store, .. } => {
+                store.commit(events, context, metadata.to_map()).await
+            }
+            Self::Sqlite { events: store, .. } => {
+                store.commit(events, context, metadata.to_map()).await
+            }
+        }
+        .map_err(StoreError::from_aggregate)?;
+        Ok(committed
+            .into_iter()
+            .map(|envelope| RecordedEvent {
+                aggregate_id: envelope.aggregate_id,
+                sequence: envelope.sequence as u64,
+                event: envelope.payload,
+                metadata: metadata.clone(),
+            })
+            .collect())
+    }
+
+    /// A key's events with sequence greater than `after`, in order, at most `limit`.
+    pub async fn history(
+        &self,
+        aggregate_id: &str,
+        after: u64,
+        limit: Option<u64>,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM events WHERE aggregate_type = $1 AND aggregate_id = $2 \
+             AND sequence > $3 ORDER BY sequence LIMIT $4"
+        );
+        let limit = limit.map_or(i64::MAX, |l| i64::try_from(l).unwrap_or(i64::MAX));
+        let after = i64::try_from(after).unwrap_or(i64::MAX);
+        let rows = on_pool!(self, |pool| {
+            let rows = sqlx::query(&sql)
+                .bind(<ClientKey as cqrs_es::Aggregate>::TYPE)
+                .bind(aggregate_id)
+                .bind(after)
+                .bind(limit)
+                .fetch_all(pool)
+                .await
+                .map_err(StoreError::from_sqlx)?;
+            rows.iter().map(decode_row).collect::<Result<Vec<_>, _>>()
+        })?;
+        rows.into_iter().map(RecordedEvent::decode).collect()
+    }
+
+    /// Every event of every key, ordered by key then sequence: the start-up replay.
+    /// Streamed, so a million events never sit in memory as rows.
+    pub fn replay_all(&self) -> BoxStream<'_, Result<RecordedEvent, StoreError>> {
+        const SQL: &str = "SELECT aggregate_id, sequence, event_type, event_version, \
+             CAST(payload AS TEXT) AS payload, CAST(metadata AS TEXT) AS metadata \
+             FROM events WHERE aggregate_type = $1 ORDER BY aggregate_id, sequence";
+        let aggregate_type = <ClientKey as cqrs_es::Aggregate>::TYPE;
+        on_pool!(self, |pool| sqlx::query(SQL)
+            .bind(aggregate_type)
+            .fetch(pool)
+            .map(|row| {
+                row.map_err(StoreError::from_sqlx)
+                    .and_then(|row| decode_row(&row))
+                    .and_then(RecordedEvent::decode)
+            })
+            .boxed())
+    }
+
+    /// The event a command with this Idempotency-Key wrote, if any.
+    pub async fn find_by_idempotency_key(
+        &self,
+        key: &str,
+    ) -> Result<Option<RecordedEvent>, StoreError> {
+        let sql = format!("SELECT {COLUMNS} FROM events WHERE metadata ->> 'idempotency_key' = $1");
+        let row = on_pool!(self, |pool| {
+            let row = sqlx::query(&sql)
+                .bind(key)
+                .fetch_optional(pool)
+                .await
+                .map_err(StoreError::from_sqlx)?;
+            row.as_ref().map(decode_row).transpose()
+        })?;
+        row.map(RecordedEvent::decode).transpose()
+    }
+
+    pub async fn close(&self) {
+        on_pool!(self, |pool| pool.close().await)
+    }
+}

@@ -1,0 +1,261 @@
+//! Starting the server on a fresh store and one client helper per endpoint.
+//! Logs are silent unless `TEST_LOG` is set.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use reqwest::{Response, StatusCode};
+use secrecy::ExposeSecret;
+use serde_json::{json, Value};
+use sqlx::Connection;
+use widget_auth::config::Settings;
+use widget_auth::RunningApp;
+
+/// The shared PostgreSQL server; tests create a database of their own on it.
+pub fn postgres_admin_url() -> String {
+    std::env::var("TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreKind {
+    Sqlite,
+    Postgres,
+}
+
+/// Where a test's data lives; survives restarts of the server within the test.
+#[derive(Debug, Clone)]
+pub struct TestStore {
+    pub data_dir: PathBuf,
+    pub database_url: Option<String>,
+}
+
+impl TestStore {
+    pub async fn new(kind: StoreKind) -> Self {
+        let unique = uuid::Uuid::new_v4().simple().to_string();
+        let data_dir = std::env::temp_dir().join(format!("widget-auth-test-{unique}"));
+        let database_url = match kind {
+            StoreKind::Sqlite => None,
+            StoreKind::Postgres => {
+                let admin = postgres_admin_url();
+                let mut conn = sqlx::PgConnection::connect(&admin)
+                    .await
+                    .expect("PostgreSQL is running for the tests");
+                let name = format!("wa_test_{unique}");
+                sqlx::query(&format!("CREATE DATABASE {name}"))
+                    .execute(&mut conn)
+                    .await
+                    .expect("create test database");
+                let base = admin
+                    .rsplit_once('/')
+                    .map_or(admin.as_str(), |(base, _)| base)
+                    .to_owned();
+                Some(format!("{base}/{name}"))
+            }
+        };
+        Self {
+            data_dir,
+            database_url,
+        }
+    }
+
+    pub fn settings(&self) -> Settings {
+        let mut settings = Settings::from_lookup(|_| None).expect("defaults are valid");
+        settings.public_addr = "127.0.0.1:0".parse().expect("addr");
+        settings.internal_addr = "127.0.0.1:0".parse().expect("addr");
+        settings.data_dir = self.data_dir.clone();
+        settings.database_url = self.database_url.clone().map(Into::into);
+        settings
+    }
+
+    /// Runs SQL directly against the store (to inspect what was really written).
+    pub async fn raw_rows(&self, sql: &str) -> Vec<String> {
+        match &self.database_url {
+            Some(url) => {
+                let mut conn = sqlx::PgConnection::connect(url).await.expect("connect");
+                sqlx::query_scalar::<_, String>(sql)
+                    .fetch_all(&mut conn)
+                    .await
+                    .expect("query")
+            }
+            None => {
+                let url = format!(
+                    "sqlite://{}",
+                    self.data_dir.join("widget-auth.sqlite3").display()
+                );
+                let mut conn = sqlx::SqliteConnection::connect(&url)
+                    .await
+                    .expect("connect");
+                sqlx::query_scalar::<_, String>(sql)
+                    .fetch_all(&mut conn)
+                    .await
+                    .expect("query")
+            }
+        }
+    }
+
+    pub async fn cleanup(self) {
+        let _ = std::fs::remove_dir_all(&self.data_dir);
+        if let Some(url) = &self.database_url {
+            let name = url.rsplit('/').next().unwrap_or_default().to_owned();
+            if let Ok(mut conn) = sqlx::PgConnection::connect(&postgres_admin_url()).await {
+                let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .execute(&mut conn)
+                    .await;
+            }
+        }
+    }
+}
+
+pub struct TestApp {
+    pub app: RunningApp,
+    pub store: TestStore,
+    pub http: reqwest::Client,
+    pub admin_token: String,
+}
+
+pub fn init_logs() {
+    if std::env::var_os("TEST_LOG").is_some() {
+        widget_auth::telemetry::init();
+    }
+}
+
+impl TestApp {
+    pub async fn spawn(kind: StoreKind) -> Self {
+        Self::spawn_on(TestStore::new(kind).await).await
+    }
+
+    /// Starts a server on an existing store (a restart).
+    pub async fn spawn_on(store: TestStore) -> Self {
+        init_logs();
+        let app = widget_auth::start(store.settings())
+            .await
+            .expect("server starts");
+        assert!(
+            app.wait_ready(Duration::from_secs(30)).await,
+            "server became ready"
+        );
+        let admin_token = app.admin_token.expose_secret().to_owned();
+        Self {
+            app,
+            store,
+            http: reqwest::Client::new(),
+            admin_token,
+        }
+    }
+
+    /// Stops the server, keeping its store for a restart.
+    pub async fn restart(self) -> Self {
+        let store = self.store.clone();
+        self.app.stop().await;
+        Self::spawn_on(store).await
+    }
+
+    pub async fn finish(self) {
+        let store = self.store.clone();
+        self.app.stop().await;
+        store.cleanup().await;
+    }
+
+    pub fn internal(&self, path: &str) -> String {
+        format!("http://{}{}", self.app.internal_addr, path)
+    }
+
+    pub fn public(&self, path: &str) -> String {
+        format!("http://{}{}", self.app.public_addr, path)
+    }
+
+    pub async fn admin_get(&self, path: &str) -> Response {
+        self.http
+            .get(self.internal(path))
+            .bearer_auth(&self.admin_token)
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    pub async fn admin_post(&self, path: &str, body: &Value) -> Response {
+        self.admin_post_with(path, body, &[]).await
+    }
+
+    pub async fn admin_post_with(
+        &self,
+        path: &str,
+        body: &Value,
+        headers: &[(&str, &str)],
+    ) -> Response {
+        let mut request = self
+            .http
+            .post(self.internal(path))
+            .bearer_auth(&self.admin_token)
+            .json(body);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        request.send().await.expect("request sent")
+    }
+
+    /// Creates a key and returns the 201 body.
+    pub async fn create_key(&self, body: Value) -> Value {
+        let response = self.admin_post("/internal/v1/client-keys", &body).await;
+        assert_eq!(response.status(), StatusCode::CREATED, "create failed");
+        response.json().await.expect("json body")
+    }
+
+    pub async fn create_default_key(&self) -> Value {
+        self.create_key(json!({"name": "Acme", "origins": ["https://acme.test"]}))
+            .await
+    }
+
+    pub async fn command(&self, id: &str, body: Value) -> Response {
+        self.admin_post(&format!("/internal/v1/client-keys/{id}/commands"), &body)
+            .await
+    }
+
+    pub async fn key(&self, id: &str) -> Value {
+        let response = self
+            .admin_get(&format!("/internal/v1/client-keys/{id}"))
+            .await;
+        assert_eq!(response.status(), StatusCode::OK);
+        response.json().await.expect("json body")
+    }
+
+    pub async fn events(&self, id: &str) -> Vec<Value> {
+        let response = self
+            .admin_get(&format!("/internal/v1/client-keys/{id}/events?limit=1000"))
+            .await;
+        assert_eq!(response.status(), StatusCode::OK);
+        let body: Value = response.json().await.expect("json body");
+        body["events"].as_array().cloned().unwrap_or_default()
+    }
+}
+
+/// Status and JSON body of a response.
+pub async fn status_json(response: Response) -> (StatusCode, Value) {
+    let status = response.status();
+    let body = response.json().await.unwrap_or(Value::Null);
+    (status, body)
+}
+
+/// Declares each listed `async fn(StoreKind)` as a test on SQLite and on PostgreSQL.
+#[macro_export]
+macro_rules! on_both_stores {
+    ($($test:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    super::$test($crate::helpers::StoreKind::Sqlite).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    super::$test($crate::helpers::StoreKind::Postgres).await
+                }
+            )*
+        }
+    };
+}
