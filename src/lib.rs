@@ -30,6 +30,7 @@ use tokio::task::JoinHandle;
 use crate::commands::CommandService;
 use crate::config::{AdminCredential, Settings};
 use crate::store::Store;
+use crate::tokens::SigningKeys;
 
 /// How long start-up waits for the database (a container starting next to us).
 const STORE_WAIT: Duration = Duration::from_secs(30);
@@ -42,6 +43,7 @@ pub struct AppState {
     pub commands: CommandService,
     pub admin: Arc<AdminCredential>,
     pub settings: Arc<Settings>,
+    pub tokens: Arc<SigningKeys>,
 }
 
 /// A started server: its bound addresses, and the handle to stop it.
@@ -83,6 +85,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningApp> {
     if let Some(path) = token_path {
         tracing::info!(path = %path.display(), "admin token file (WIDGET_AUTH_ADMIN_TOKEN is unset)");
     }
+    let tokens = Arc::new(load_signing_keys(&settings)?);
     let store = Arc::new(
         Store::open(settings.database_url_str(), &settings.data_dir)
             .await
@@ -97,6 +100,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningApp> {
         commands: CommandService::new(store.clone(), directory.clone(), services),
         admin: Arc::new(AdminCredential::new(&admin_token)),
         settings: Arc::new(settings.clone()),
+        tokens,
     };
 
     let public = TcpListener::bind(settings.public_addr)
@@ -115,7 +119,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningApp> {
     let (shutdown, _) = watch::channel(false);
     let mut tasks = Vec::new();
     for (name, listener, router) in [
-        ("public", public, http::public_router(state.clone())),
+        ("public", public, http::public::router(state.clone())),
         ("internal", internal, http::internal::router(state.clone())),
     ] {
         let mut stop = shutdown.subscribe();
@@ -164,6 +168,36 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningApp> {
         shutdown,
         tasks,
     })
+}
+
+/// File name of the generated signing key inside the data dir (embedded mode).
+pub const SIGNING_KEY_FILE: &str = "signing-key.pem";
+
+/// `WIDGET_AUTH_SIGNING_KEY_FILE`, or in embedded mode a key generated into the data dir.
+/// With PostgreSQL the file is required: several nodes must sign with one key, and a key
+/// generated per node would make each node's tokens unverifiable on the others.
+fn load_signing_keys(settings: &Settings) -> anyhow::Result<SigningKeys> {
+    if let Some(path) = &settings.signing_key_file {
+        return SigningKeys::load(path).context("WIDGET_AUTH_SIGNING_KEY_FILE");
+    }
+    let postgres = settings
+        .database_url_str()
+        .is_some_and(|url| url.starts_with("postgres://") || url.starts_with("postgresql://"));
+    if postgres {
+        anyhow::bail!(
+            "WIDGET_AUTH_SIGNING_KEY_FILE must be set when DATABASE_URL is PostgreSQL: every node must sign with the same key"
+        );
+    }
+    std::fs::create_dir_all(&settings.data_dir).with_context(|| {
+        format!(
+            "creating WIDGET_AUTH_DATA_DIR {}",
+            settings.data_dir.display()
+        )
+    })?;
+    let path = settings.data_dir.join(SIGNING_KEY_FILE);
+    let keys = SigningKeys::load_or_generate(&path).context("signing key in the data dir")?;
+    tracing::info!(path = %path.display(), kid = keys.active_kid(), "signing key");
+    Ok(keys)
 }
 
 async fn migrate_when_reachable(store: &Store) -> anyhow::Result<()> {

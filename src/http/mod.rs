@@ -3,6 +3,7 @@
 
 pub mod error;
 pub mod internal;
+pub mod public;
 
 use std::time::Duration;
 
@@ -77,14 +78,4 @@ pub fn with_request_span(router: Router) -> Router {
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(trace)
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
-}
-
-/// The public listener. The widget endpoints arrive with the public API; until then it
-/// serves the probes.
-pub fn public_router(state: AppState) -> axum::Router {
-    let router = probes()
-        .fallback(|| async { error::ApiError::not_found("no such endpoint") })
-        .layer(axum::middleware::from_fn(error::plain_text_errors))
-        .with_state(state);
-    with_request_span(router)
 }

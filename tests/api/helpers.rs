@@ -53,10 +53,30 @@ impl TestStore {
                 Some(format!("{base}/{name}"))
             }
         };
+        // PostgreSQL deployments must name a shared signing key file; embedded ones
+        // generate their own into the data dir.
+        std::fs::create_dir_all(&data_dir).expect("data dir");
+        if database_url.is_some() {
+            let pem = widget_auth::tokens::SigningKeys::generate_pem().expect("a signing key");
+            std::fs::write(data_dir.join("shared-signing-key.pem"), pem).expect("write key");
+        }
         Self {
             data_dir,
             database_url,
         }
+    }
+
+    /// The PEM this store's server signs with.
+    pub fn signing_key_path(&self) -> PathBuf {
+        match self.database_url {
+            Some(_) => self.data_dir.join("shared-signing-key.pem"),
+            None => self.data_dir.join(widget_auth::SIGNING_KEY_FILE),
+        }
+    }
+
+    pub fn signing_keys(&self) -> widget_auth::tokens::SigningKeys {
+        widget_auth::tokens::SigningKeys::load(&self.signing_key_path())
+            .expect("signing key readable")
     }
 
     pub fn settings(&self) -> Settings {
@@ -65,6 +85,9 @@ impl TestStore {
         settings.internal_addr = "127.0.0.1:0".parse().expect("addr");
         settings.data_dir = self.data_dir.clone();
         settings.database_url = self.database_url.clone().map(Into::into);
+        if self.database_url.is_some() {
+            settings.signing_key_file = Some(self.signing_key_path());
+        }
         settings
     }
 
@@ -228,6 +251,92 @@ impl TestApp {
         let body: Value = response.json().await.expect("json body");
         body["events"].as_array().cloned().unwrap_or_default()
     }
+}
+
+/// The public endpoints, as a browser or a customer backend calls them.
+impl TestApp {
+    pub async fn config(&self, client_key: &str, origin: Option<&str>) -> Response {
+        let mut request = self
+            .http
+            .get(self.public("/api/v1/widget/config"))
+            .query(&[("client_key", client_key)]);
+        if let Some(origin) = origin {
+            request = request.header("origin", origin);
+        }
+        request.send().await.expect("request sent")
+    }
+
+    /// POSTs a JSON body to a public endpoint, from `origin` when given.
+    pub async fn post_public(&self, path: &str, body: &Value, origin: Option<&str>) -> Response {
+        let mut request = self.http.post(self.public(path)).json(body);
+        if let Some(origin) = origin {
+            request = request.header("origin", origin);
+        }
+        request.send().await.expect("request sent")
+    }
+
+    pub async fn guest(&self, client_key: &str, origin: &str) -> Response {
+        self.post_public(
+            "/api/v1/widget/auth/guest",
+            &json!({"client_key": client_key}),
+            Some(origin),
+        )
+        .await
+    }
+
+    pub async fn user_token(&self, secret_key: &str, body: &Value) -> Response {
+        self.http
+            .post(self.public("/api/v1/widget/auth/user-token"))
+            .bearer_auth(secret_key)
+            .json(body)
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    pub async fn exchange(&self, token: &str, origin: Option<&str>) -> Response {
+        self.post_public(
+            "/api/v1/widget/auth/exchange",
+            &json!({"token": token}),
+            origin,
+        )
+        .await
+    }
+
+    pub async fn refresh(&self, refresh_token: &str, origin: Option<&str>) -> Response {
+        self.post_public(
+            "/api/v1/widget/auth/refresh",
+            &json!({"refresh_token": refresh_token}),
+            origin,
+        )
+        .await
+    }
+
+    /// A visitor token for `user_id`, minted with the key's secret.
+    pub async fn visitor_token(&self, key: &Value, user_id: &str) -> String {
+        let response = self
+            .user_token(
+                key["secret_key"].as_str().expect("sk"),
+                &json!({"client_key": key["public_key"], "user_id": user_id, "name": "Ada", "email": "ada@acme.test"}),
+            )
+            .await;
+        assert_eq!(response.status(), StatusCode::OK);
+        let body: Value = response.json().await.expect("json");
+        body["visitor_token"]
+            .as_str()
+            .expect("visitor token")
+            .to_owned()
+    }
+}
+
+/// The JSON of a JWT segment (0 header, 1 claims), decoded without verification.
+pub fn jwt_part(token: &str, index: usize) -> Value {
+    use base64::Engine;
+    let segment = token.split('.').nth(index).expect("a JWT segment");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(segment)
+        .expect("base64url");
+    serde_json::from_slice(&bytes).expect("json segment")
 }
 
 /// Status and JSON body of a response.

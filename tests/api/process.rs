@@ -36,6 +36,7 @@ fn start_binary(store: &TestStore, extra_env: &[(&str, &str)]) -> Server {
         .stderr(Stdio::piped());
     if let Some(url) = &store.database_url {
         command.env("DATABASE_URL", url);
+        command.env("WIDGET_AUTH_SIGNING_KEY_FILE", store.signing_key_path());
     }
     for (name, value) in extra_env {
         command.env(name, value);

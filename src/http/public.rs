@@ -1,0 +1,642 @@
+//! The public listener: what a visitor's browser and a customer's backend call.
+//!
+//! Every decision here is made from the in-memory read models (the widget directory and
+//! the secret key index). The only store access is the token ledger, for the two
+//! single-use rules (a visitor token exchanged once, a refresh token rotated once).
+
+use std::sync::Arc;
+
+use axum::extract::{FromRequestParts, Query, Request, State};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use bytes::Bytes;
+use chrono::Utc;
+use domain::{KeyStatus, RequestOrigin, SecretKey};
+use projections::ClientKeyView;
+use serde::{Deserialize, Serialize};
+
+use super::error::{plain_text_errors, ApiError, JsonBody};
+use crate::store::TokenUse;
+use crate::tokens::{Claims, TokenError, TokenKind};
+use crate::AppState;
+
+/// API.md: bodies over 16 KiB get 413.
+const BODY_LIMIT: usize = 16 * 1024;
+/// How long a client may retry a refresh with the token it just rotated (its response
+/// was lost) before that counts as reuse of a rotated token.
+const REFRESH_RETRY_GRACE_MS: i64 = 10_000;
+/// Longest `user_id` accepted from a customer backend.
+const MAX_USER_ID: usize = 255;
+const MAX_PROFILE_FIELD: usize = 500;
+
+pub fn router(state: AppState) -> Router {
+    // The browser endpoints: CORS preflight and `Vary: Origin` on every response.
+    let browser = Router::new()
+        .route("/api/v1/widget/config", get(config))
+        .route("/api/v1/widget/auth/guest", post(guest))
+        .route("/api/v1/widget/auth/exchange", post(exchange))
+        .route("/api/v1/widget/auth/refresh", post(refresh))
+        .layer(middleware::from_fn(browser_cors));
+    let api = browser
+        .route("/api/v1/widget/auth/user-token", post(user_token))
+        .layer(middleware::from_fn_with_state(state.clone(), require_ready));
+    let router = api
+        .route("/.well-known/jwks.json", get(jwks))
+        .merge(super::probes())
+        .fallback(|| async { ApiError::not_found("no such endpoint") })
+        .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(middleware::from_fn(plain_text_errors))
+        .with_state(state);
+    super::with_request_span(router)
+}
+
+/// Until the start-up replay is done the directory is partial: answering from it would
+/// turn known keys into false 403s, so the hot path says 503 instead.
+async fn require_ready(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    if state.directory.is_ready() {
+        next.run(request).await
+    } else {
+        ApiError::unavailable("starting up; retry shortly").into_response()
+    }
+}
+
+/// Preflights answer here (they carry no body, so no client key: the per-key allowlist
+/// is enforced on the actual request). Every response gets `Vary: Origin`.
+async fn browser_cors(request: Request, next: Next) -> Response {
+    if request.method() == Method::OPTIONS {
+        let mut response = StatusCode::NO_CONTENT.into_response();
+        let headers = response.headers_mut();
+        if let Some(origin) = request.headers().get(header::ORIGIN) {
+            if origin
+                .to_str()
+                .is_ok_and(|o| RequestOrigin::parse(o).is_ok())
+            {
+                headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
+                headers.insert(
+                    header::ACCESS_CONTROL_ALLOW_METHODS,
+                    HeaderValue::from_static("GET, POST, OPTIONS"),
+                );
+                headers.insert(
+                    header::ACCESS_CONTROL_ALLOW_HEADERS,
+                    HeaderValue::from_static("content-type"),
+                );
+                headers.insert(
+                    header::ACCESS_CONTROL_MAX_AGE,
+                    HeaderValue::from_static("600"),
+                );
+            }
+        }
+        headers.insert(header::VARY, HeaderValue::from_static("Origin"));
+        return response;
+    }
+    let mut response = next.run(request).await;
+    response
+        .headers_mut()
+        .append(header::VARY, HeaderValue::from_static("Origin"));
+    response
+}
+
+fn now_ms() -> i64 {
+    Utc::now().timestamp_millis()
+}
+
+/// A browser request whose Origin is allowed for its client key.
+struct Allowed {
+    view: Arc<ClientKeyView>,
+    /// The header exactly as sent: that is what `Access-Control-Allow-Origin` must echo.
+    origin_header: HeaderValue,
+    origin: RequestOrigin,
+}
+
+impl Allowed {
+    fn cors(&self, mut response: Response) -> Response {
+        response.headers_mut().insert(
+            header::ACCESS_CONTROL_ALLOW_ORIGIN,
+            self.origin_header.clone(),
+        );
+        response
+    }
+}
+
+fn request_origin(headers: &HeaderMap) -> Result<(HeaderValue, RequestOrigin), ApiError> {
+    let Some(value) = headers.get(header::ORIGIN) else {
+        return Err(ApiError::forbidden("missing Origin header"));
+    };
+    let text = value
+        .to_str()
+        .map_err(|_| ApiError::forbidden("malformed Origin header"))?;
+    if text == "null" {
+        return Err(ApiError::forbidden("origin null is not allowed"));
+    }
+    let origin =
+        RequestOrigin::parse(text).map_err(|_| ApiError::forbidden("malformed Origin header"))?;
+    Ok((value.clone(), origin))
+}
+
+/// The key a public key names, if it is the current one or a previous one still in
+/// grace. A malformed key gets the unknown key's answer without any lookup.
+fn key_for_public_key(state: &AppState, public_key: &str) -> Result<Arc<ClientKeyView>, ApiError> {
+    let unknown = || ApiError::forbidden("unknown client_key");
+    let parsed = domain::PublicKey::parse(public_key).map_err(|_| unknown())?;
+    let view = state
+        .directory
+        .by_public_key(public_key)
+        .ok_or_else(unknown)?;
+    if !view.state().accepts_public_key(&parsed, Utc::now()) {
+        return Err(unknown());
+    }
+    if view.state().status == KeyStatus::Disabled {
+        return Err(ApiError::forbidden("client key disabled"));
+    }
+    Ok(view)
+}
+
+fn allowed_origin(
+    view: &ClientKeyView,
+    headers: &HeaderMap,
+) -> Result<(HeaderValue, RequestOrigin), ApiError> {
+    let (header, origin) = request_origin(headers)?;
+    if !view.state().origins.allows(&origin) {
+        return Err(ApiError::forbidden(
+            "origin not in allowlist for this client_key",
+        ));
+    }
+    Ok((header, origin))
+}
+
+fn authorize_browser(
+    state: &AppState,
+    client_key: Option<&str>,
+    headers: &HeaderMap,
+) -> Result<Allowed, ApiError> {
+    let client_key = client_key
+        .filter(|k| !k.is_empty())
+        .ok_or_else(|| ApiError::bad_request("missing client_key"))?;
+    // Origin syntax first: a request without a usable Origin is refused the same way
+    // whatever key it names.
+    request_origin(headers)?;
+    let view = key_for_public_key(state, client_key)?;
+    let (origin_header, origin) = allowed_origin(&view, headers)?;
+    Ok(Allowed {
+        view,
+        origin_header,
+        origin,
+    })
+}
+
+#[derive(Deserialize)]
+struct ConfigQuery {
+    client_key: Option<String>,
+}
+
+async fn config(
+    State(state): State<AppState>,
+    query: Result<Query<ConfigQuery>, axum::extract::rejection::QueryRejection>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let client_key = query.ok().and_then(|Query(q)| q.client_key);
+    let allowed = authorize_browser(&state, client_key.as_deref(), &headers)?;
+    let view = &allowed.view;
+    let etag = HeaderValue::from_str(view.etag()).map_err(|e| ApiError::internal(&e))?;
+    let not_modified = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|tags| {
+            tags.split(',')
+                .any(|t| t.trim() == view.etag() || t.trim() == "*")
+        });
+    let mut response = if not_modified {
+        StatusCode::NOT_MODIFIED.into_response()
+    } else {
+        (
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
+            view.config_body().clone(),
+        )
+            .into_response()
+    };
+    let headers = response.headers_mut();
+    headers.insert(header::ETAG, etag);
+    // Revalidate every time (cheap with the ETag) so a config change shows at once.
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    Ok(allowed.cors(response))
+}
+
+/// Who a session is for.
+struct Identity {
+    sub: String,
+    guest: bool,
+    name: Option<String>,
+    email: Option<String>,
+}
+
+#[derive(Serialize)]
+struct SessionResponse {
+    token: String,
+    token_type: &'static str,
+    expires_in: u32,
+    refresh_token: String,
+    refresh_expires_in: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    visitor_id: Option<String>,
+}
+
+fn new_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+fn claims(
+    state: &AppState,
+    view: &ClientKeyView,
+    kind: TokenKind,
+    identity: &Identity,
+    ttl: u32,
+    now: i64,
+) -> Claims {
+    Claims {
+        iss: state.settings.issuer.clone(),
+        aud: kind.audience().to_owned(),
+        sub: identity.sub.clone(),
+        iat: now,
+        nbf: now,
+        exp: now + i64::from(ttl),
+        jti: new_id(),
+        ck: view.state().id.as_str().to_owned(),
+        kind,
+        ver: view.version(),
+        origin: None,
+        guest: Some(identity.guest),
+        name: identity.name.clone(),
+        email: identity.email.clone(),
+        fam: None,
+    }
+}
+
+fn mint(state: &AppState, claims: &Claims) -> Result<String, ApiError> {
+    state
+        .tokens
+        .mint(claims)
+        .map_err(|e| ApiError::internal(&e))
+}
+
+/// A session token and a refresh token (of `family`, or a new family) for `identity`.
+fn session_pair(
+    state: &AppState,
+    view: &ClientKeyView,
+    identity: &Identity,
+    origin: &RequestOrigin,
+    family: Option<String>,
+) -> Result<SessionResponse, ApiError> {
+    let policy = view.state().token_policy;
+    let now = Utc::now().timestamp();
+    let origin = Some(origin.as_str().to_owned());
+    let mut session = claims(
+        state,
+        view,
+        TokenKind::Session,
+        identity,
+        policy.session_ttl_seconds(),
+        now,
+    );
+    session.origin.clone_from(&origin);
+    let mut refresh = claims(
+        state,
+        view,
+        TokenKind::Refresh,
+        identity,
+        policy.refresh_ttl_seconds(),
+        now,
+    );
+    refresh.origin = origin;
+    refresh.fam = Some(family.unwrap_or_else(new_id));
+    Ok(SessionResponse {
+        token: mint(state, &session)?,
+        token_type: "Bearer",
+        expires_in: policy.session_ttl_seconds(),
+        refresh_token: mint(state, &refresh)?,
+        refresh_expires_in: policy.refresh_ttl_seconds(),
+        visitor_id: None,
+    })
+}
+
+/// Token responses must never be cached (API.md).
+fn token_response(body: &impl Serialize) -> Response {
+    let mut response = axum::Json(body).into_response();
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+#[derive(Deserialize)]
+struct GuestRequest {
+    client_key: Option<String>,
+}
+
+async fn guest(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody<GuestRequest>,
+) -> Result<Response, ApiError> {
+    let allowed = authorize_browser(&state, body.client_key.as_deref(), &headers)?;
+    if !allowed.view.state().token_policy.guests_allowed() {
+        return Err(ApiError::forbidden(
+            "guests are not allowed for this client_key",
+        ));
+    }
+    let visitor_id = format!("v_{}", new_id());
+    let identity = Identity {
+        sub: visitor_id.clone(),
+        guest: true,
+        name: None,
+        email: None,
+    };
+    let mut pair = session_pair(&state, &allowed.view, &identity, &allowed.origin, None)?;
+    pair.visitor_id = Some(visitor_id);
+    Ok(allowed.cors(token_response(&pair)))
+}
+
+/// `Authorization: Bearer sk_live_…`, checked before the body is read: checksum first
+/// (no lookup for a malformed key), then the secret key index, then the grace window.
+struct SecretKeyAuth(Arc<ClientKeyView>);
+
+impl FromRequestParts<AppState> for SecretKeyAuth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let presented = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or_else(|| ApiError::unauthorized("missing secret key"))?;
+        let invalid = || ApiError::unauthorized("invalid secret key");
+        let secret = SecretKey::parse(presented.trim()).map_err(|_| invalid())?;
+        let hash = secret.hash();
+        let view = state.directory.by_secret_hash(&hash).ok_or_else(invalid)?;
+        let key = view.state();
+        let now = Utc::now();
+        let current = key.secret_key.hash.ct_eq(&hash);
+        let in_grace = key
+            .previous_secret_keys
+            .iter()
+            .any(|p| p.secret_key.hash.ct_eq(&hash) && now < p.valid_until);
+        if !(current || in_grace) {
+            return Err(invalid());
+        }
+        Ok(Self(view))
+    }
+}
+
+#[derive(Deserialize)]
+struct UserTokenRequest {
+    client_key: Option<String>,
+    user_id: Option<String>,
+    name: Option<String>,
+    email: Option<String>,
+}
+
+#[derive(Serialize)]
+struct VisitorTokenResponse {
+    visitor_token: String,
+    expires_in: u32,
+}
+
+fn profile_field(value: Option<String>, field: &str) -> Result<Option<String>, ApiError> {
+    match value {
+        Some(v) if v.chars().count() > MAX_PROFILE_FIELD || v.chars().any(char::is_control) => {
+            Err(ApiError::bad_request(format!(
+                "{field} must be at most 500 characters without control characters"
+            )))
+        }
+        Some(v) if v.is_empty() => Ok(None),
+        other => Ok(other),
+    }
+}
+
+async fn user_token(
+    State(state): State<AppState>,
+    SecretKeyAuth(view): SecretKeyAuth,
+    JsonBody(body): JsonBody<UserTokenRequest>,
+) -> Result<Response, ApiError> {
+    let (Some(client_key), Some(user_id)) = (
+        body.client_key.filter(|k| !k.is_empty()),
+        body.user_id.filter(|u| !u.is_empty()),
+    ) else {
+        return Err(ApiError::bad_request("missing client_key or user_id"));
+    };
+    // The secret key must belong to the client key named in the body.
+    let belongs = domain::PublicKey::parse(&client_key)
+        .is_ok_and(|pk| view.state().accepts_public_key(&pk, Utc::now()));
+    if !belongs {
+        return Err(ApiError::unauthorized(
+            "secret key does not belong to this client_key",
+        ));
+    }
+    if view.state().status == KeyStatus::Disabled {
+        return Err(ApiError::forbidden("client key disabled"));
+    }
+    if user_id.chars().count() > MAX_USER_ID || user_id.chars().any(char::is_control) {
+        return Err(ApiError::bad_request(
+            "user_id must be 1 to 255 characters without control characters",
+        ));
+    }
+    let email = profile_field(body.email, "email")?;
+    if email.as_deref().is_some_and(|e| !looks_like_email(e)) {
+        return Err(ApiError::bad_request("email is not an email address"));
+    }
+    let identity = Identity {
+        sub: user_id,
+        guest: false,
+        name: profile_field(body.name, "name")?,
+        email,
+    };
+    let ttl = view.state().token_policy.visitor_token_ttl_seconds();
+    let visitor = claims(
+        &state,
+        &view,
+        TokenKind::Visitor,
+        &identity,
+        ttl,
+        Utc::now().timestamp(),
+    );
+    Ok(token_response(&VisitorTokenResponse {
+        visitor_token: mint(&state, &visitor)?,
+        expires_in: ttl,
+    }))
+}
+
+fn looks_like_email(email: &str) -> bool {
+    email.split_once('@').is_some_and(|(local, domain)| {
+        !local.is_empty()
+            && domain.contains('.')
+            && !domain.starts_with('.')
+            && !email.contains(char::is_whitespace)
+    })
+}
+
+/// Verifies a presented token and finds its client key, refusing revoked or disabled ones.
+fn verify_presented(
+    state: &AppState,
+    token: &str,
+    kind: TokenKind,
+) -> Result<(Claims, Arc<ClientKeyView>), ApiError> {
+    let what = match kind {
+        TokenKind::Visitor => "visitor token",
+        TokenKind::Session => "session token",
+        TokenKind::Refresh => "refresh token",
+    };
+    let claims = state
+        .tokens
+        .verify(token, kind, &state.settings.issuer, Utc::now().timestamp())
+        .map_err(|e: TokenError| ApiError::bad_request(format!("invalid {what}: {e}")))?;
+    let view = state.directory.by_id(&claims.ck).ok_or_else(|| {
+        ApiError::bad_request(format!("invalid {what}: its client key no longer exists"))
+    })?;
+    if view.state().status == KeyStatus::Disabled {
+        return Err(ApiError::bad_request("client key disabled"));
+    }
+    if view.state().is_revoked(&claims.sub, claims.iat) {
+        return Err(ApiError::bad_request(format!("{what} revoked")));
+    }
+    Ok((claims, view))
+}
+
+#[derive(Deserialize)]
+struct ExchangeRequest {
+    token: Option<String>,
+}
+
+async fn exchange(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody<ExchangeRequest>,
+) -> Result<Response, ApiError> {
+    let token = body
+        .token
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| ApiError::bad_request("missing token"))?;
+    let (claims, view) = verify_presented(&state, &token, TokenKind::Visitor)?;
+    let (origin_header, origin) = allowed_origin(&view, &headers)?;
+    // Last, so a refused request does not burn the token.
+    match state
+        .store
+        .use_token(&claims.jti, "visitor", None, now_ms(), claims.exp)
+        .await?
+    {
+        TokenUse::First => {}
+        TokenUse::Again { .. } => {
+            return Err(ApiError::bad_request("visitor token already exchanged"))
+        }
+    }
+    let identity = Identity {
+        sub: claims.sub.clone(),
+        guest: false,
+        name: claims.name,
+        email: claims.email,
+    };
+    let mut pair = session_pair(&state, &view, &identity, &origin, None)?;
+    pair.visitor_id = Some(claims.sub);
+    let allowed = Allowed {
+        view,
+        origin_header,
+        origin,
+    };
+    Ok(allowed.cors(token_response(&pair)))
+}
+
+#[derive(Deserialize)]
+struct RefreshRequest {
+    refresh_token: Option<String>,
+}
+
+async fn refresh(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody<RefreshRequest>,
+) -> Result<Response, ApiError> {
+    let token = body
+        .refresh_token
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| ApiError::bad_request("missing refresh_token"))?;
+    let (claims, view) = verify_presented(&state, &token, TokenKind::Refresh)?;
+    let (origin_header, origin) = allowed_origin(&view, &headers)?;
+    if claims.origin.as_deref() != Some(origin.as_str()) {
+        return Err(ApiError::forbidden(
+            "origin does not match the one this token was minted for",
+        ));
+    }
+    let family = claims
+        .fam
+        .clone()
+        .ok_or_else(|| ApiError::bad_request("invalid refresh token: token malformed"))?;
+    if state.store.refresh_family_revoked(&family).await? {
+        return Err(ApiError::bad_request("refresh token revoked"));
+    }
+    let now = now_ms();
+    match state
+        .store
+        .use_token(&claims.jti, "refresh", Some(&family), now, claims.exp)
+        .await?
+    {
+        TokenUse::First => {}
+        TokenUse::Again {
+            used_at_ms,
+            latest_in_family,
+        } if latest_in_family && now - used_at_ms <= REFRESH_RETRY_GRACE_MS => {
+            tracing::debug!("refresh retried within the grace period");
+        }
+        TokenUse::Again { .. } => {
+            let family_expires =
+                Utc::now().timestamp() + i64::from(view.state().token_policy.refresh_ttl_seconds());
+            state
+                .store
+                .revoke_refresh_family(&family, now / 1000, family_expires)
+                .await?;
+            tracing::warn!(client_key = %claims.ck, "rotated refresh token presented again; family revoked");
+            return Err(ApiError::bad_request(
+                "refresh token already used; the session is revoked",
+            ));
+        }
+    }
+    let identity = Identity {
+        sub: claims.sub,
+        guest: claims.guest.unwrap_or(false),
+        name: claims.name,
+        email: claims.email,
+    };
+    let pair = session_pair(&state, &view, &identity, &origin, Some(family))?;
+    let allowed = Allowed {
+        view,
+        origin_header,
+        origin,
+    };
+    Ok(allowed.cors(token_response(&pair)))
+}
+
+async fn jwks(State(state): State<AppState>) -> Response {
+    let body: Bytes = state.tokens.jwks_json();
+    (
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            ),
+            (
+                header::CACHE_CONTROL,
+                HeaderValue::from_static("public, max-age=300"),
+            ),
+        ],
+        body,
+    )
+        .into_response()
+}
