@@ -83,9 +83,14 @@ fn is_unavailable(err: &sqlx::Error) -> bool {
         | sqlx::Error::PoolClosed
         | sqlx::Error::WorkerCrashed => true,
         sqlx::Error::Database(db) => db.code().is_some_and(|code| {
-            // PostgreSQL: connection exceptions (08xxx), shutting down / cannot connect
-            // now (57P0x); SQLite: busy / locked beyond the busy timeout.
-            code.starts_with("08") || code.starts_with("57P") || code == "5" || code == "6"
+            // PostgreSQL: connection exceptions (08), insufficient resources (53, e.g.
+            // too many connections), shutting down / cannot connect now (57P), database
+            // not accepting connections (55000) or gone (3D000); SQLite: busy / locked
+            // beyond the busy timeout (5, 6).
+            ["08", "53", "57P"]
+                .iter()
+                .any(|class| code.starts_with(class))
+                || ["55000", "3D000", "5", "6"].contains(&code.as_ref())
         }),
         _ => false,
     }

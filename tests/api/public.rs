@@ -1217,3 +1217,78 @@ async fn the_jwks_lists_the_key_that_signs_every_token(store: StoreKind) {
     assert!(!output.status.success());
     app.finish().await;
 }
+
+/// With the store gone, the single-use endpoints refuse with 503 rather than risk a
+/// second use, while everything served from memory keeps working.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_store_down_exchange_and_refresh_answer_503_and_the_rest_keeps_serving() {
+    use sqlx::Connection;
+    let app = TestApp::spawn(StoreKind::Postgres).await;
+    let key = default_key(&app).await;
+    let visitor = app.visitor_token(&key, "u1").await;
+    let session: Value = app
+        .guest(pk(&key), ORIGIN)
+        .await
+        .json()
+        .await
+        .expect("json");
+    let database = app
+        .store
+        .database_url
+        .clone()
+        .expect("postgres")
+        .rsplit('/')
+        .next()
+        .expect("db name")
+        .to_owned();
+    let mut admin = sqlx::PgConnection::connect(&crate::helpers::postgres_admin_url())
+        .await
+        .expect("connect");
+    let cut = [
+        format!("ALTER DATABASE {database} ALLOW_CONNECTIONS false"),
+        format!("SELECT pg_terminate_backend(pid)::text FROM pg_stat_activity WHERE datname = '{database}'"),
+    ];
+    for sql in &cut {
+        sqlx::query(sql)
+            .execute(&mut admin)
+            .await
+            .expect("cut the store off");
+    }
+
+    for response in [
+        app.exchange(&visitor, Some(ORIGIN)).await,
+        app.refresh(session["refresh_token"].as_str().expect("rt"), Some(ORIGIN))
+            .await,
+    ] {
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(header(&response, "retry-after").is_some());
+    }
+    let command = app.command(id(&key), json!({"type": "disable"})).await;
+    assert_eq!(command.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(header(&command, "retry-after").is_some());
+    assert_eq!(
+        app.config(pk(&key), Some(ORIGIN)).await.status(),
+        StatusCode::OK
+    );
+    assert_eq!(app.guest(pk(&key), ORIGIN).await.status(), StatusCode::OK);
+    assert_eq!(
+        app.user_token(
+            key["secret_key"].as_str().expect("sk"),
+            &json!({"client_key": pk(&key), "user_id": "u2"})
+        )
+        .await
+        .status(),
+        StatusCode::OK
+    );
+
+    sqlx::query(&format!("ALTER DATABASE {database} ALLOW_CONNECTIONS true"))
+        .execute(&mut admin)
+        .await
+        .expect("restore");
+    assert_eq!(
+        app.exchange(&visitor, Some(ORIGIN)).await.status(),
+        StatusCode::OK,
+        "the 503 did not burn the token"
+    );
+    app.finish().await;
+}
