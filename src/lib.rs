@@ -11,6 +11,7 @@ pub mod commands;
 pub mod config;
 pub mod feed;
 pub mod http;
+pub mod metrics;
 pub mod store;
 pub mod telemetry;
 pub mod tokens;
@@ -44,6 +45,7 @@ pub struct AppState {
     pub admin: Arc<AdminCredential>,
     pub settings: Arc<Settings>,
     pub tokens: Arc<SigningKeys>,
+    pub metrics: Arc<metrics::Metrics>,
 }
 
 /// A started server: its bound addresses, and the handle to stop it.
@@ -101,6 +103,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningApp> {
         admin: Arc::new(AdminCredential::new(&admin_token)),
         settings: Arc::new(settings.clone()),
         tokens,
+        metrics: Arc::default(),
     };
 
     let public = TcpListener::bind(settings.public_addr)

@@ -43,8 +43,13 @@ pub fn router(state: AppState) -> Router {
     let router = Router::new()
         .nest("/internal/v1", v1)
         .merge(super::probes())
+        .route("/metrics", get(crate::metrics::render))
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .layer(axum::extract::DefaultBodyLimit::max(ADMIN_BODY_LIMIT))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::metrics::count_internal,
+        ))
         .with_state(state);
     super::with_request_span(router)
 }
@@ -181,6 +186,9 @@ async fn create_client_key(
         .commands
         .execute(id.as_str(), command, context)
         .await?;
+    if outcome.event.is_some() && !outcome.replayed {
+        state.metrics.command_committed();
+    }
     if outcome.replayed {
         // The secret was shown once, to the first attempt; the store never had it.
         let (id, public_key) = match outcome.event.as_ref().map(|e| &e.event) {
@@ -324,6 +332,9 @@ async fn run_command(
         .commands
         .execute(id.as_str(), command, context)
         .await?;
+    if outcome.event.is_some() && !outcome.replayed {
+        state.metrics.command_committed();
+    }
     let mut body = command_response(&id, &outcome);
     if let (Some(secret), false) = (new_secret, outcome.replayed) {
         body["secret_key"] = json!(secret.expose_secret());

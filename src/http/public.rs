@@ -50,6 +50,10 @@ pub fn router(state: AppState) -> Router {
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
         .layer(middleware::from_fn(plain_text_errors))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::metrics::count_public,
+        ))
         .with_state(state);
     super::with_request_span(router)
 }
@@ -279,10 +283,12 @@ fn claims(
 }
 
 fn mint(state: &AppState, claims: &Claims) -> Result<String, ApiError> {
-    state
+    let token = state
         .tokens
         .mint(claims)
-        .map_err(|e| ApiError::internal(&e))
+        .map_err(|e| ApiError::internal(&e))?;
+    state.metrics.token_minted(claims.kind);
+    Ok(token)
 }
 
 /// A session token and a refresh token (of `family`, or a new family) for `identity`.

@@ -25,6 +25,7 @@ crate::on_both_stores!(
     history_pages_and_point_in_time_state_replay_the_events,
     client_keys_are_listed_in_pages,
     no_op_commands_record_nothing,
+    metrics_count_keys_tokens_and_responses,
 );
 
 async fn creating_a_key_returns_its_keys_once_and_serves_a_neutral_default(store: StoreKind) {
@@ -889,5 +890,44 @@ async fn no_op_commands_record_nothing(store: StoreKind) {
         );
     }
     assert_eq!(app.events(&id).await.len(), 1);
+    app.finish().await;
+}
+
+async fn metrics_count_keys_tokens_and_responses(store: StoreKind) {
+    let app = TestApp::spawn(store).await;
+    let key = app.create_default_key().await;
+    let guest = app
+        .guest(key["public_key"].as_str().expect("pk"), "https://acme.test")
+        .await;
+    assert_eq!(guest.status(), StatusCode::OK);
+    let refused = app
+        .config(
+            key["public_key"].as_str().expect("pk"),
+            Some("https://evil.test"),
+        )
+        .await;
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+    let response = app
+        .http
+        .get(app.internal("/metrics"))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(response.status(), StatusCode::OK, "no admin token needed");
+    let text = response.text().await.expect("text");
+    for line in [
+        "widget_auth_ready 1",
+        "widget_auth_client_keys 1",
+        "widget_auth_tokens_minted_total{kind=\"session\"} 1",
+        "widget_auth_tokens_minted_total{kind=\"refresh\"} 1",
+        "widget_auth_commands_committed_total 1",
+        "widget_auth_http_responses_total{listener=\"public\",class=\"2xx\"} 1",
+        "widget_auth_http_responses_total{listener=\"public\",class=\"4xx\"} 1",
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "missing `{line}` in\n{text}"
+        );
+    }
     app.finish().await;
 }
