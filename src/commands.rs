@@ -19,7 +19,7 @@ const MAX_ATTEMPTS: u32 = 10;
 
 /// Commands on one key from this node queue behind one of these (striped by key), so
 /// the optimistic race is only ever lost to other nodes.
-const LOCK_STRIPES: usize = 64;
+const LOCK_STRIPES: usize = 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CommandError {

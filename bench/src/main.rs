@@ -1,0 +1,223 @@
+//! `cargo run --release -p bench`: widget-auth side by side with a bare axum baseline,
+//! measured alternately in one run, written to BENCHMARKS.md as ratios.
+//!
+//! Layout of a run: both servers pinned to core 0 (only one is under load at a time),
+//! wrk pinned to core 1, PostgreSQL unpinned. Each scenario runs several rounds; each
+//! round runs the baseline and widget-auth back to back (the order flips every round),
+//! and the report gives medians.
+
+mod baseline;
+mod scenarios;
+mod seed;
+mod wrk;
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use clap::Parser;
+
+#[derive(Debug, Parser)]
+#[command(about = "Benchmark widget-auth against a bare axum baseline and write BENCHMARKS.md")]
+struct Args {
+    #[command(subcommand)]
+    command: Option<Sub>,
+    /// Client keys seeded through the admin API.
+    #[arg(long, default_value_t = 10_000)]
+    keys: usize,
+    /// Rounds per scenario (medians are reported).
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// Seconds per wrk run.
+    #[arg(long, default_value_t = 5)]
+    seconds: u32,
+    /// Concurrent connections.
+    #[arg(long, default_value_t = 64)]
+    connections: u32,
+    /// Events in the start-up replay measurement.
+    #[arg(long, default_value_t = 1_000_000)]
+    replay_events: usize,
+    /// Key counts for the memory measurement.
+    #[arg(long, value_delimiter = ',', default_value = "10000,100000")]
+    memory_keys: Vec<usize>,
+    /// A seconds-long run with tiny sizes that checks the harness works (asserts
+    /// nothing about speed) and writes to target/ instead of BENCHMARKS.md.
+    #[arg(long)]
+    smoke: bool,
+    /// Where to write the report.
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Sub {
+    /// Run the bare axum baseline server (the runner starts it itself).
+    Baseline {
+        #[arg(long)]
+        addr: String,
+        #[arg(long)]
+        keys: PathBuf,
+        #[arg(long)]
+        pem: PathBuf,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let mut args = Args::parse();
+    if let Some(Sub::Baseline { addr, keys, pem }) = &args.command {
+        let keys = std::fs::read_to_string(keys)?;
+        let pem = std::fs::read_to_string(pem)?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?;
+        return runtime.block_on(baseline::serve(addr, &keys, &pem));
+    }
+    if args.smoke {
+        args.keys = args.keys.min(200);
+        args.rounds = 1;
+        args.seconds = 1;
+        args.replay_events = args.replay_events.min(20_000);
+        args.memory_keys = vec![1_000];
+    }
+    let root = workspace_root();
+    let out = args.out.clone().unwrap_or_else(|| {
+        if args.smoke {
+            root.join("target/BENCHMARKS.smoke.md")
+        } else {
+            root.join("BENCHMARKS.md")
+        }
+    });
+    ensure_tools()?;
+    build_server(&root)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let report = runtime.block_on(scenarios::run_all(&args_to_plan(&args), &root))?;
+    std::fs::write(&out, report).with_context(|| format!("writing {}", out.display()))?;
+    eprintln!("wrote {}", out.display());
+    Ok(())
+}
+
+/// What the scenarios need from the command line.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub keys: usize,
+    pub rounds: usize,
+    pub seconds: u32,
+    pub connections: u32,
+    pub replay_events: usize,
+    pub memory_keys: Vec<usize>,
+    pub smoke: bool,
+}
+
+fn args_to_plan(args: &Args) -> Plan {
+    Plan {
+        keys: args.keys,
+        rounds: args.rounds,
+        seconds: args.seconds,
+        connections: args.connections,
+        replay_events: args.replay_events,
+        memory_keys: args.memory_keys.clone(),
+        smoke: args.smoke,
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// wrk, taskset and pgbench: installed from Debian's packages when missing.
+fn ensure_tools() -> anyhow::Result<()> {
+    let missing = |tool: &str| {
+        Command::new("which")
+            .arg(tool)
+            .stdout(Stdio::null())
+            .status()
+            .map_or(true, |s| !s.success())
+    };
+    let mut packages = Vec::new();
+    if missing("wrk") {
+        packages.push("wrk");
+    }
+    if missing("taskset") {
+        packages.push("util-linux");
+    }
+    if missing("pgbench") {
+        packages.push("postgresql-contrib");
+    }
+    if packages.is_empty() {
+        return Ok(());
+    }
+    eprintln!("installing {packages:?}");
+    let updated = Command::new("apt-get").args(["update", "-qq"]).status()?;
+    let installed = Command::new("apt-get")
+        .args(["install", "-y", "-qq"])
+        .args(&packages)
+        .status()?;
+    if !(updated.success() && installed.success()) {
+        bail!("could not install {packages:?}; install them and retry");
+    }
+    Ok(())
+}
+
+fn build_server(root: &std::path::Path) -> anyhow::Result<()> {
+    let status = Command::new(env!("CARGO"))
+        .args(["build", "--release", "--bin", "widget-auth"])
+        .current_dir(root)
+        .status()
+        .context("building widget-auth")?;
+    if !status.success() {
+        bail!("cargo build --release --bin widget-auth failed");
+    }
+    Ok(())
+}
+
+/// A child process killed when dropped.
+#[derive(Debug)]
+pub struct Server {
+    pub child: Child,
+    pub base: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(0)
+}
+
+/// Polls `url` until it answers 200.
+pub async fn wait_ok(url: &str, timeout: Duration) -> anyhow::Result<()> {
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Ok(response) = client.get(url).send().await {
+            if response.status().is_success() {
+                return Ok(());
+            }
+        }
+        if Instant::now() > deadline {
+            bail!("{url} did not become ready");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Resident set size of a process, from /proc.
+pub fn rss_kib(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .context("VmRSS not found")
+}
