@@ -357,8 +357,7 @@ impl Feed {
             if reloaded.contains(&recorded.aggregate_id.as_str()) {
                 continue;
             }
-            if let ApplyOutcome::Gap { have, got } = self.directory().apply(&recorded.to_stored())
-            {
+            if let ApplyOutcome::Gap { have, got } = self.directory().apply(&recorded.to_stored()) {
                 tracing::warn!(
                     client_key = %recorded.aggregate_id,
                     have,
@@ -382,10 +381,7 @@ mod tests {
 
     #[test]
     fn a_notification_names_the_key_and_its_sequence() {
-        assert_eq!(
-            parse_payload("ck_abc:12"),
-            Some(("ck_abc".to_owned(), 12))
-        );
+        assert_eq!(parse_payload("ck_abc:12"), Some(("ck_abc".to_owned(), 12)));
         assert_eq!(parse_payload("ck_abc"), None);
         assert_eq!(parse_payload("ck_abc:x"), None);
     }
