@@ -21,6 +21,9 @@ use node::{Deployment, Node};
 
 /// The propagation bound the project promises (p99).
 const PROPAGATION_BOUND: Duration = Duration::from_secs(1);
+/// Bound for a single event to reach another node: the promise is about p99, so one
+/// sample on a loaded CI machine gets room (the catch-up alone delivers within ~1 s).
+const CONVERGE: Duration = Duration::from_secs(5);
 /// Generous bound for "eventually" after faults (reconnect back-off, catch-up tick).
 const RECOVERY: Duration = Duration::from_secs(15);
 
@@ -59,22 +62,18 @@ async fn a_command_on_one_node_is_visible_on_the_other_within_a_second() {
     let deployment = Deployment::on_shared_server().await;
     let (a, b) = tokio::join!(deployment.node("a"), deployment.node("b"));
     let id = a.create_key("Acme").await;
-    b.wait_for_version(&id, 1, PROPAGATION_BOUND).await;
+    b.wait_for_version(&id, 1, CONVERGE).await;
 
     // Alternate writers, so both directions are measured; time from the writer's
     // response to the other node's read model showing the new version.
     let mut samples = Vec::new();
-    for i in 0..50 {
+    for i in 0..100 {
         let (writer, reader) = if i % 2 == 0 { (&a, &b) } else { (&b, &a) };
         let (status, body) =
             status_json(writer.command(&id, rename(&format!("Ada {i}")), &[]).await).await;
         assert_eq!(status, StatusCode::OK, "{body}");
         let version = body["version"].as_u64().expect("version");
-        samples.push(
-            reader
-                .wait_for_version(&id, version, Duration::from_secs(5))
-                .await,
-        );
+        samples.push(reader.wait_for_version(&id, version, CONVERGE).await);
     }
     samples.sort();
     let (p50, p90, p99) = (
@@ -99,7 +98,7 @@ async fn the_same_command_from_two_nodes_at_once_has_one_winner_and_sequences_st
     let deployment = Deployment::on_shared_server().await;
     let (a, b) = tokio::join!(deployment.node("a"), deployment.node("b"));
     let id = a.create_key("Acme").await;
-    b.wait_for_version(&id, 1, PROPAGATION_BOUND).await;
+    b.wait_for_version(&id, 1, CONVERGE).await;
     let mut version = 1;
 
     // With expected_version: one wins, the other is told the version moved.
@@ -169,8 +168,8 @@ async fn the_same_command_from_two_nodes_at_once_has_one_winner_and_sequences_st
     let _ = sql.close().await;
 
     assert_eq!(sequences(&a, &id).await, (1..=version).collect::<Vec<_>>());
-    a.wait_for_version(&id, version, PROPAGATION_BOUND).await;
-    b.wait_for_version(&id, version, PROPAGATION_BOUND).await;
+    a.wait_for_version(&id, version, CONVERGE).await;
+    b.wait_for_version(&id, version, CONVERGE).await;
     deployment.cleanup().await;
 }
 
@@ -185,8 +184,8 @@ async fn the_catch_up_never_checkpoints_past_an_event_still_being_committed() {
     let y = a.create_key("Y").await;
     let (status, _) = status_json(a.command(&x, rename("X 2"), &[]).await).await;
     assert_eq!(status, StatusCode::OK);
-    b.wait_for_version(&x, 2, PROPAGATION_BOUND).await;
-    b.wait_for_version(&y, 1, PROPAGATION_BOUND).await;
+    b.wait_for_version(&x, 2, CONVERGE).await;
+    b.wait_for_version(&y, 1, CONVERGE).await;
 
     let mut sql = deployment.sql().await;
     sqlx::query("ALTER TABLE events DISABLE TRIGGER events_notify")
@@ -249,7 +248,7 @@ async fn with_the_database_stopped_nodes_serve_from_memory_answer_503_and_recove
     let deployment = Deployment::with_cluster(Cluster::start());
     let (a, b) = tokio::join!(deployment.node("a"), deployment.node("b"));
     let id = a.create_key("Acme").await;
-    b.wait_for_version(&id, 1, PROPAGATION_BOUND).await;
+    b.wait_for_version(&id, 1, CONVERGE).await;
 
     deployment.cluster().stop();
 
@@ -316,7 +315,7 @@ async fn a_node_killed_right_after_a_commit_loses_nothing() {
     assert_eq!(status, StatusCode::OK, "{body}");
     a.kill();
 
-    b.wait_for_version(&id, 2, PROPAGATION_BOUND).await;
+    b.wait_for_version(&id, 2, CONVERGE).await;
     let a = deployment.node("a").await;
     assert_eq!(
         a.version(&id).await,
