@@ -117,8 +117,8 @@ impl Deployment {
         node
     }
 
+    /// Drops the test's database on the shared server (its files go on drop).
     pub async fn cleanup(self) {
-        let _ = std::fs::remove_dir_all(&self.root);
         if let Some(name) = &self.shared_database {
             if let Ok(mut conn) = sqlx::PgConnection::connect(&shared_admin_url()).await {
                 let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
@@ -133,6 +133,13 @@ impl Deployment {
         sqlx::PgConnection::connect(&self.database_url)
             .await
             .expect("connect to the test database")
+    }
+}
+
+impl Drop for Deployment {
+    /// Also when a test fails: node data dirs and logs are not left behind.
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.root);
     }
 }
 
