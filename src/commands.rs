@@ -77,6 +77,11 @@ impl CommandService {
         &self.stripes[hasher.finish() as usize % self.stripes.len()]
     }
 
+    /// The read models this service keeps current (the feed applies to the same ones).
+    pub fn directory(&self) -> &Arc<Directory> {
+        &self.directory
+    }
+
     pub fn services(&self) -> &ClientKeyServices {
         &self.services
     }

@@ -2,7 +2,9 @@
 //! realtime connection.
 //!
 //! [`start`] opens the store, binds both listeners, and replays the event history into
-//! the read models in the background; `/readyz` turns 200 when that replay is done.
+//! the read models in the background; `/readyz` turns 200 when that replay is done. On
+//! PostgreSQL the cross-node feed ([`feed`]) then keeps them current with what other
+//! nodes write.
 //! [`serve`] is `start` plus waiting for SIGTERM or Ctrl-C and shutting down gracefully.
 
 pub mod audit;
@@ -141,27 +143,12 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningApp> {
     tracing::info!(%public_addr, %internal_addr, store = store.kind(), "listening");
 
     // Listeners are up (so probes answer) before the replay; /readyz says 503 until done.
-    tasks.push(tokio::spawn(async move {
-        let started = std::time::Instant::now();
-        loop {
-            match feed::replay_all(&store, &directory).await {
-                Ok(events) => {
-                    directory.mark_ready();
-                    tracing::info!(
-                        events,
-                        keys = directory.len(),
-                        elapsed_ms = started.elapsed().as_millis() as u64,
-                        "read models ready"
-                    );
-                    return;
-                }
-                Err(err) => {
-                    tracing::error!(error = %err, "replaying events failed; retrying");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
-            }
-        }
-    }));
+    // Then, on PostgreSQL, the cross-node feed keeps the read models current.
+    tasks.extend(feed::spawn(
+        store.clone(),
+        state.commands.clone(),
+        shutdown.subscribe(),
+    ));
 
     tasks.push(tokio::spawn(prune_token_ledger(
         state.store.clone(),

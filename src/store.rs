@@ -210,6 +210,14 @@ where
     })
 }
 
+/// A position in the cross-node feed: the last (transaction id, global position) read.
+/// Ordered like the feed query orders rows.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct FeedCursor {
+    pub txid: i64,
+    pub global_position: i64,
+}
+
 pub enum Store {
     Postgres {
         pool: PgPool,
@@ -417,6 +425,72 @@ impl Store {
             row.as_ref().map(decode_row).transpose()
         })?;
         row.map(RecordedEvent::decode).transpose()
+    }
+
+    /// The PostgreSQL pool, for the feed's `LISTEN` connection; `None` on SQLite, which
+    /// is single-node and has no feed.
+    pub fn postgres_pool(&self) -> Option<&PgPool> {
+        match self {
+            Self::Postgres { pool, .. } => Some(pool),
+            Self::Sqlite { .. } => None,
+        }
+    }
+
+    /// Where a feed reader starts so that it misses nothing committed after this call:
+    /// every transaction below the current snapshot's xmin has finished, so a replay
+    /// started after this call sees all of their rows, and the cursor takes the rest.
+    pub async fn feed_start(&self) -> Result<FeedCursor, StoreError> {
+        let Self::Postgres { pool, .. } = self else {
+            return Ok(FeedCursor::default());
+        };
+        let xmin: i64 = sqlx::query_scalar(
+            "SELECT CAST(CAST(pg_snapshot_xmin(pg_current_snapshot()) AS text) AS bigint)",
+        )
+        .fetch_one(pool)
+        .await
+        .map_err(StoreError::from_sqlx)?;
+        Ok(FeedCursor {
+            txid: xmin - 1,
+            global_position: i64::MAX,
+        })
+    }
+
+    /// Events after `cursor` in (txid, global_position) order, from finished transactions
+    /// only, at most `limit`, each with the cursor just past it. PostgreSQL only.
+    pub async fn feed_after(
+        &self,
+        cursor: FeedCursor,
+        limit: u32,
+    ) -> Result<Vec<(FeedCursor, RecordedEvent)>, StoreError> {
+        let Self::Postgres { pool, .. } = self else {
+            return Ok(Vec::new());
+        };
+        // The row comparison and the xmin filter together are the transaction-aware
+        // high-water mark: see migrations/postgres/0003_feed.sql.
+        let sql = format!(
+            "SELECT {COLUMNS}, CAST(CAST(txid AS text) AS bigint), global_position FROM events \
+             WHERE aggregate_type = $1 \
+             AND (txid, global_position) > (CAST(CAST($2 AS text) AS xid8), $3) \
+             AND txid < pg_snapshot_xmin(pg_current_snapshot()) \
+             ORDER BY txid, global_position LIMIT $4"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(<ClientKey as cqrs_es::Aggregate>::TYPE)
+            .bind(cursor.txid)
+            .bind(cursor.global_position)
+            .bind(i64::from(limit))
+            .fetch_all(pool)
+            .await
+            .map_err(StoreError::from_sqlx)?;
+        rows.iter()
+            .map(|row| {
+                let position = FeedCursor {
+                    txid: row.try_get(6).map_err(StoreError::from_sqlx)?,
+                    global_position: row.try_get(7).map_err(StoreError::from_sqlx)?,
+                };
+                Ok((position, RecordedEvent::decode(decode_row(row)?)?))
+            })
+            .collect()
     }
 
     pub async fn close(&self) {
