@@ -247,10 +247,78 @@ async fn a_node_starting_while_another_writes_misses_nothing() {
 async fn with_the_database_stopped_nodes_serve_from_memory_answer_503_and_recover_by_themselves() {
     let deployment = Deployment::with_cluster(Cluster::start());
     let (a, b) = tokio::join!(deployment.node("a"), deployment.node("b"));
-    let id = a.create_key("Acme").await;
+    let key = a.create_key_full("Acme").await;
+    let id = key["id"].as_str().expect("id").to_owned();
+    let public_key = key["public_key"].as_str().expect("pk").to_owned();
+    let secret_key = key["secret_key"].as_str().expect("sk").to_owned();
     b.wait_for_version(&id, 1, CONVERGE).await;
+    let session: Value = status_json(
+        a.public_post(
+            "/api/v1/widget/auth/guest",
+            &json!({"client_key": public_key}),
+            None,
+        )
+        .await,
+    )
+    .await
+    .1;
 
     deployment.cluster().stop();
+
+    // The hot path answers from memory on both nodes; the single-use endpoints refuse
+    // with 503 rather than risk a second use.
+    for node in [&a, &b] {
+        assert_eq!(
+            node.public_config(&public_key).await.status(),
+            StatusCode::OK,
+            "node {}",
+            node.name
+        );
+        let guest = node
+            .public_post(
+                "/api/v1/widget/auth/guest",
+                &json!({"client_key": public_key}),
+                None,
+            )
+            .await;
+        assert_eq!(guest.status(), StatusCode::OK, "node {}", node.name);
+        let user = node
+            .public_post(
+                "/api/v1/widget/auth/user-token",
+                &json!({"client_key": public_key, "user_id": "u1"}),
+                Some(&secret_key),
+            )
+            .await;
+        let (status, body) = status_json(user).await;
+        assert_eq!(status, StatusCode::OK, "node {}", node.name);
+        let exchange = node
+            .public_post(
+                "/api/v1/widget/auth/exchange",
+                &json!({"token": body["visitor_token"]}),
+                None,
+            )
+            .await;
+        assert_eq!(
+            exchange.status(),
+            StatusCode::SERVICE_UNAVAILABLE,
+            "node {}",
+            node.name
+        );
+        assert!(exchange.headers().contains_key("retry-after"));
+        let refresh = node
+            .public_post(
+                "/api/v1/widget/auth/refresh",
+                &json!({"refresh_token": session["refresh_token"]}),
+                None,
+            )
+            .await;
+        assert_eq!(
+            refresh.status(),
+            StatusCode::SERVICE_UNAVAILABLE,
+            "node {}",
+            node.name
+        );
+    }
 
     // Reads come from memory; the nodes stay ready.
     for node in [&a, &b] {

@@ -110,10 +110,11 @@ impl Deployment {
             child,
             log_path,
             internal: String::new(),
+            public: String::new(),
             http: reqwest::Client::new(),
             admin_token: self.admin_token.clone(),
         };
-        node.internal = node.wait_for_addresses();
+        (node.internal, node.public) = node.wait_for_addresses();
         node
     }
 
@@ -150,6 +151,8 @@ pub struct Node {
     log_path: PathBuf,
     /// `http://127.0.0.1:port` of the internal listener.
     pub internal: String,
+    /// `http://127.0.0.1:port` of the public listener.
+    pub public: String,
     pub http: reqwest::Client,
     admin_token: String,
 }
@@ -157,7 +160,7 @@ pub struct Node {
 impl Node {
     /// Reads the bound addresses from the node's "listening" log line (both listeners
     /// bind port 0, so parallel tests never race for ports).
-    fn wait_for_addresses(&mut self) -> String {
+    fn wait_for_addresses(&mut self) -> (String, String) {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let log = std::fs::read_to_string(&self.log_path).unwrap_or_default();
@@ -166,8 +169,12 @@ impl Node {
                     continue;
                 };
                 if entry["fields"]["message"] == "listening" {
-                    if let Some(addr) = entry["fields"]["internal_addr"].as_str() {
-                        return format!("http://{addr}");
+                    let fields = &entry["fields"];
+                    if let (Some(internal), Some(public)) = (
+                        fields["internal_addr"].as_str(),
+                        fields["public_addr"].as_str(),
+                    ) {
+                        return (format!("http://{internal}"), format!("http://{public}"));
                     }
                 }
             }
@@ -228,6 +235,43 @@ impl Node {
             request = request.header(*name, *value);
         }
         request.send().await.expect("request sent")
+    }
+
+    /// POSTs to a public endpoint from `https://acme.test` (the origin `create_key` allows).
+    pub async fn public_post(&self, path: &str, body: &Value, bearer: Option<&str>) -> Response {
+        let mut request = self
+            .http
+            .post(format!("{}{path}", self.public))
+            .header("origin", "https://acme.test")
+            .json(body);
+        if let Some(token) = bearer {
+            request = request.bearer_auth(token);
+        }
+        request.send().await.expect("request sent")
+    }
+
+    /// The widget config as a browser on `https://acme.test` gets it.
+    pub async fn public_config(&self, public_key: &str) -> Response {
+        self.http
+            .get(format!("{}/api/v1/widget/config", self.public))
+            .query(&[("client_key", public_key)])
+            .header("origin", "https://acme.test")
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    /// Creates a key and returns the whole 201 body (keys included).
+    pub async fn create_key_full(&self, name: &str) -> Value {
+        let response = self
+            .post(
+                "/internal/v1/client-keys",
+                &json!({"name": name, "origins": ["https://acme.test"]}),
+                &[],
+            )
+            .await;
+        assert_eq!(response.status(), StatusCode::CREATED);
+        response.json().await.expect("json")
     }
 
     pub async fn create_key(&self, name: &str) -> String {
