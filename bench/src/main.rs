@@ -6,6 +6,9 @@
 //! round runs the baseline and widget-auth back to back (the order flips every round),
 //! and the report gives medians.
 
+// A command-line tool: progress lines on stderr are its interface, not server logging.
+#![allow(clippy::print_stderr)]
+
 mod baseline;
 mod scenarios;
 mod seed;

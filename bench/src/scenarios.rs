@@ -322,7 +322,7 @@ pub async fn run_all(plan: &Plan, root: &Path) -> anyhow::Result<String> {
     let base_config = request_file(&work, "base-config", &config)?;
     let base_flood = request_file(&work, "base-flood", &flood)?;
     let base_guest = request_file(&work, "base-guest", &guests)?;
-    let mut scenarios = vec![
+    let mut scenarios = [
         Scenario {
             name: "config (allowed origin)",
             yardstick: "baseline GET",
