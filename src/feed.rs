@@ -31,6 +31,7 @@
 //! back, is harmless; a gap (an event missing before the one at hand) reloads the key's
 //! whole history.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -61,6 +62,14 @@ const MAX_RECONNECT_BACKOFF: Duration = Duration::from_secs(2);
 /// Folds every stored event into `directory`, one key at a time (the stream is ordered
 /// by key, then sequence), rendering each key's view once at the end of its history.
 /// Returns the number of events read.
+/// Store calls made by the feed (wake-ups and catch-up), so `/metrics` can tell
+/// background reads from request-driven ones.
+static FEED_QUERIES: AtomicU64 = AtomicU64::new(0);
+
+pub fn feed_queries() -> u64 {
+    FEED_QUERIES.load(Ordering::Relaxed)
+}
+
 pub async fn replay_all(store: &Store, directory: &Directory) -> Result<u64, StoreError> {
     let mut events = store.replay_all();
     let mut current: Vec<StoredEvent> = Vec::new();
@@ -301,7 +310,9 @@ impl Feed {
         if have >= sequence {
             return;
         }
-        match self.store.history(aggregate_id, have, None).await {
+        FEED_QUERIES.fetch_add(1, Ordering::Relaxed);
+        let missing = self.store.history(aggregate_id, have, None).await;
+        match missing {
             Ok(events) => {
                 self.apply(&events).await;
             }
@@ -316,7 +327,9 @@ impl Feed {
     /// Reads every event after the checkpoint from finished transactions.
     async fn catch_up(&mut self) {
         loop {
-            match self.store.feed_after(self.cursor, CATCH_UP_BATCH).await {
+            FEED_QUERIES.fetch_add(1, Ordering::Relaxed);
+            let batch = self.store.feed_after(self.cursor, CATCH_UP_BATCH).await;
+            match batch {
                 Ok(batch) => {
                     if self.failing {
                         tracing::info!("event store reachable again; feed caught up");

@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use tower_http::request_id::{
-    MakeRequestUuid, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
+    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
 };
 use tower_http::trace::TraceLayer;
 use tracing::Span;
@@ -21,6 +21,25 @@ use tracing::Span;
 use crate::AppState;
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Request ids unique across nodes and restarts without a random draw per request (a
+/// UUID v4 costs a `getrandom` system call on the hot path): a random prefix chosen once
+/// per process, then a counter.
+#[derive(Debug, Clone, Copy)]
+struct SequentialRequestId;
+
+static REQUEST_PREFIX: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| format!("{:016x}", rand::random::<u64>()));
+static REQUEST_COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+impl MakeRequestId for SequentialRequestId {
+    fn make_request_id<B>(&mut self, _: &axum::http::Request<B>) -> Option<RequestId> {
+        let n = REQUEST_COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        axum::http::HeaderValue::from_str(&format!("{}-{n:x}", *REQUEST_PREFIX))
+            .ok()
+            .map(RequestId::new)
+    }
+}
 
 /// `/healthz` and `/readyz`, on both listeners.
 pub fn probes() -> Router<AppState> {
@@ -77,5 +96,5 @@ pub fn with_request_span(router: Router) -> Router {
     router
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(trace)
-        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        .layer(SetRequestIdLayer::new(REQUEST_ID, SequentialRequestId))
 }
