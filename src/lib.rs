@@ -38,9 +38,27 @@ use crate::tokens::SigningKeys;
 /// How long start-up waits for the database (a container starting next to us).
 const STORE_WAIT: Duration = Duration::from_secs(30);
 
-/// What every handler can reach.
+/// What every handler can reach: one `Arc`, because axum clones the state for each
+/// middleware and handler call, and a clone of many `Arc`s is many atomic operations on
+/// the hot path.
 #[derive(Debug, Clone)]
-pub struct AppState {
+pub struct AppState(Arc<App>);
+
+impl AppState {
+    pub fn new(app: App) -> Self {
+        Self(Arc::new(app))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = App;
+    fn deref(&self) -> &App {
+        &self.0
+    }
+}
+
+#[derive(Debug)]
+pub struct App {
     pub store: Arc<Store>,
     pub directory: Arc<Directory>,
     pub commands: CommandService,
@@ -98,7 +116,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningApp> {
     migrate_when_reachable(&store).await?;
     let directory = Arc::new(Directory::new());
     let services = ClientKeyServices::new(Arc::new(SystemClock));
-    let state = AppState {
+    let state = AppState::new(App {
         store: store.clone(),
         directory: directory.clone(),
         commands: CommandService::new(store.clone(), directory.clone(), services),
@@ -106,7 +124,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningApp> {
         settings: Arc::new(settings.clone()),
         tokens,
         metrics: Arc::default(),
-    };
+    });
 
     let public = TcpListener::bind(settings.public_addr)
         .await

@@ -39,7 +39,7 @@ impl Metrics {
         self.commands_committed.fetch_add(1, Ordering::Relaxed);
     }
 
-    fn response(&self, listener: Listener, status: u16) {
+    pub fn response(&self, listener: Listener, status: u16) {
         let class = usize::from(status / 100).clamp(1, 5) - 1;
         self.responses[listener as usize][class].fetch_add(1, Ordering::Relaxed);
     }
@@ -79,15 +79,6 @@ impl Metrics {
         let _ = writeln!(out, "# HELP widget_auth_commands_committed_total Admin commands that recorded an event.\n# TYPE widget_auth_commands_committed_total counter\nwidget_auth_commands_committed_total {}", self.commands_committed.load(Ordering::Relaxed));
         out
     }
-}
-
-/// Counts every response of the public listener.
-pub async fn count_public(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let response = next.run(request).await;
-    state
-        .metrics
-        .response(Listener::Public, response.status().as_u16());
-    response
 }
 
 /// Counts every response of the internal listener.

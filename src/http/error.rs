@@ -10,7 +10,6 @@ use std::fmt::Write as _;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{FromRequest, Request};
 use axum::http::{header, HeaderValue, StatusCode};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
@@ -145,9 +144,8 @@ impl From<CommandError> for ApiError {
     }
 }
 
-/// Public listener middleware: API.md wants error bodies there as short plain sentences.
-pub async fn plain_text_errors(request: Request, next: Next) -> Response {
-    let mut response = next.run(request).await;
+/// For the public listener: API.md wants error bodies there as short plain sentences.
+pub fn to_plain_text(mut response: Response) -> Response {
     if let Some(ErrorMessage(message)) = response.extensions_mut().remove::<ErrorMessage>() {
         let (mut parts, _) = response.into_parts();
         parts.headers.insert(

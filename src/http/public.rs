@@ -19,7 +19,8 @@ use domain::{KeyStatus, RequestOrigin, SecretKey};
 use projections::ClientKeyView;
 use serde::{Deserialize, Serialize};
 
-use super::error::{plain_text_errors, ApiError, JsonBody};
+use super::error::{to_plain_text, ApiError, JsonBody};
+use crate::metrics::Listener;
 use crate::store::TokenUse;
 use crate::tokens::{Claims, TokenError, TokenKind};
 use crate::AppState;
@@ -33,74 +34,76 @@ const REFRESH_RETRY_GRACE_MS: i64 = 10_000;
 const MAX_USER_ID: usize = 255;
 const MAX_PROFILE_FIELD: usize = 500;
 
+/// The endpoints a browser calls: CORS preflight and `Vary: Origin` on every response.
+const BROWSER_PATHS: [&str; 4] = [
+    "/api/v1/widget/config",
+    "/api/v1/widget/auth/guest",
+    "/api/v1/widget/auth/exchange",
+    "/api/v1/widget/auth/refresh",
+];
+
 pub fn router(state: AppState) -> Router {
-    // The browser endpoints: CORS preflight and `Vary: Origin` on every response.
-    let browser = Router::new()
-        .route("/api/v1/widget/config", get(config))
-        .route("/api/v1/widget/auth/guest", post(guest))
-        .route("/api/v1/widget/auth/exchange", post(exchange))
-        .route("/api/v1/widget/auth/refresh", post(refresh))
-        .layer(middleware::from_fn(browser_cors));
-    let api = browser
+    let router = Router::new()
+        .route(BROWSER_PATHS[0], get(config))
+        .route(BROWSER_PATHS[1], post(guest))
+        .route(BROWSER_PATHS[2], post(exchange))
+        .route(BROWSER_PATHS[3], post(refresh))
         .route("/api/v1/widget/auth/user-token", post(user_token))
-        .layer(middleware::from_fn_with_state(state.clone(), require_ready));
-    let router = api
         .route("/.well-known/jwks.json", get(jwks))
         .merge(super::probes())
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
-        .layer(middleware::from_fn(plain_text_errors))
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            crate::metrics::count_public,
-        ))
+        // One middleware for everything the public edge adds: every layer here is cloned
+        // and polled for each request on the hot path.
+        .layer(middleware::from_fn_with_state(state.clone(), public_edge))
         .with_state(state);
     super::with_request_span(router)
 }
 
-/// Until the start-up replay is done the directory is partial: answering from it would
-/// turn known keys into false 403s, so the hot path says 503 instead.
-async fn require_ready(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    if state.directory.is_ready() {
-        next.run(request).await
-    } else {
+/// What every public response passes through:
+/// - until the start-up replay is done the directory is partial, and answering from it
+///   would turn known keys into false 403s, so the API says 503 instead;
+/// - preflights answer here (they carry no body, so no client key: the per-key
+///   allowlist is enforced on the actual request);
+/// - browser endpoints get `Vary: Origin` on every response, errors included;
+/// - errors become the contract's plain-text sentences; responses are counted.
+async fn public_edge(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let path = request.uri().path();
+    let browser = BROWSER_PATHS.contains(&path);
+    let response = if browser && request.method() == Method::OPTIONS {
+        preflight(request.headers())
+    } else if path.starts_with("/api/") && !state.directory.is_ready() {
         ApiError::unavailable("starting up; retry shortly").into_response()
+    } else {
+        next.run(request).await
+    };
+    let mut response = to_plain_text(response);
+    if browser {
+        response
+            .headers_mut()
+            .append(header::VARY, HeaderValue::from_static("Origin"));
     }
+    state.metrics.response(Listener::Public, response.status().as_u16());
+    response
 }
 
-/// Preflights answer here (they carry no body, so no client key: the per-key allowlist
-/// is enforced on the actual request). Every response gets `Vary: Origin`.
-async fn browser_cors(request: Request, next: Next) -> Response {
-    if request.method() == Method::OPTIONS {
-        let mut response = StatusCode::NO_CONTENT.into_response();
-        let headers = response.headers_mut();
-        if let Some(origin) = request.headers().get(header::ORIGIN) {
-            if origin
-                .to_str()
-                .is_ok_and(|o| RequestOrigin::parse(o).is_ok())
-            {
-                headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
-                headers.insert(
-                    header::ACCESS_CONTROL_ALLOW_METHODS,
-                    HeaderValue::from_static("GET, POST, OPTIONS"),
-                );
-                headers.insert(
-                    header::ACCESS_CONTROL_ALLOW_HEADERS,
-                    HeaderValue::from_static("content-type"),
-                );
-                headers.insert(
-                    header::ACCESS_CONTROL_MAX_AGE,
-                    HeaderValue::from_static("600"),
-                );
-            }
+fn preflight(request: &HeaderMap) -> Response {
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    let headers = response.headers_mut();
+    if let Some(origin) = request.get(header::ORIGIN) {
+        if origin.to_str().is_ok_and(|o| RequestOrigin::parse(o).is_ok()) {
+            headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
+            headers.insert(
+                header::ACCESS_CONTROL_ALLOW_METHODS,
+                HeaderValue::from_static("GET, POST, OPTIONS"),
+            );
+            headers.insert(
+                header::ACCESS_CONTROL_ALLOW_HEADERS,
+                HeaderValue::from_static("content-type"),
+            );
+            headers.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
         }
-        headers.insert(header::VARY, HeaderValue::from_static("Origin"));
-        return response;
     }
-    let mut response = next.run(request).await;
-    response
-        .headers_mut()
-        .append(header::VARY, HeaderValue::from_static("Origin"));
     response
 }
 
