@@ -6,10 +6,11 @@
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use cqrs_es::persist::{PersistedEventStore, SerializedEvent};
+use cqrs_es::persist::{EventUpcaster, PersistedEventStore, SerializedEvent};
 use cqrs_es::{AggregateError, EventStore};
 use domain::{ClientKey, ClientKeyError, ClientKeyEvent};
 use futures::stream::{BoxStream, StreamExt};
@@ -26,6 +27,10 @@ type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// How long a request waits for a database connection before the store counts as down.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The domain's upcasters, for our own reads ([`RecordedEvent::decode`]); cqrs-es gets
+/// its own list of the same upcasters in [`Store::open`].
+static UPCASTERS: LazyLock<Vec<Box<dyn EventUpcaster>>> = LazyLock::new(domain::events::upcasters);
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -105,6 +110,10 @@ pub struct EventMetadata {
     /// SHA-256 of the command body, so a reused Idempotency-Key with another body is caught.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_hash: Option<String>,
+    /// The tamper-evidence link (see `chain.rs`); `None` on events written before the
+    /// chain existed, and while a command's metadata is being put together.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chain: Option<String>,
 }
 
 impl EventMetadata {
@@ -122,6 +131,7 @@ impl EventMetadata {
             ("reason", &self.reason),
             ("idempotency_key", &self.idempotency_key),
             ("request_hash", &self.request_hash),
+            ("chain", &self.chain),
         ];
         for (name, value) in optional {
             if let Some(value) = value {
@@ -151,7 +161,10 @@ impl RecordedEvent {
         }
     }
 
-    fn decode(serialized: SerializedEvent) -> Result<Self, StoreError> {
+    /// The one place stored events become domain events: older `event_version`s are
+    /// upcast here, so every read of ours sees the current model.
+    pub fn decode(serialized: SerializedEvent) -> Result<Self, StoreError> {
+        let serialized = upcast(serialized);
         let corrupt = |source: BoxError| StoreError::Corrupt {
             aggregate_id: serialized.aggregate_id.clone(),
             sequence: serialized.sequence as u64,
@@ -168,6 +181,17 @@ impl RecordedEvent {
             metadata,
         })
     }
+}
+
+/// Applies the upcasters in order, as cqrs-es does on its loads.
+fn upcast(serialized: SerializedEvent) -> SerializedEvent {
+    UPCASTERS.iter().fold(serialized, |event, upcaster| {
+        if upcaster.can_upcast(&event.event_type, &event.event_version) {
+            upcaster.upcast(event)
+        } else {
+            event
+        }
+    })
 }
 
 const COLUMNS: &str = "aggregate_id, sequence, event_type, event_version, \
@@ -251,7 +275,8 @@ impl Store {
                     .connect_lazy_with(options);
                 let events = PersistedEventStore::new_event_store(PostgresEventRepository::new(
                     pool.clone(),
-                ));
+                ))
+                .with_upcasters(domain::events::upcasters());
                 Ok(Self::Postgres { pool, events })
             }
             Some(url) if url.starts_with("sqlite:") => {
@@ -285,7 +310,8 @@ impl Store {
             .connect_with(options)
             .await
             .map_err(StoreError::from_sqlx)?;
-        let events = PersistedEventStore::new_event_store(SqliteEventRepository::new(pool.clone()));
+        let events = PersistedEventStore::new_event_store(SqliteEventRepository::new(pool.clone()))
+            .with_upcasters(domain::events::upcasters());
         Ok(Self::Sqlite { pool, events })
     }
 
@@ -359,6 +385,21 @@ impl Store {
         after: u64,
         limit: Option<u64>,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
+        self.raw_history(aggregate_id, after, limit)
+            .await?
+            .into_iter()
+            .map(RecordedEvent::decode)
+            .collect()
+    }
+
+    /// Like [`Store::history`], as stored: not upcast, metadata as written. The chain is
+    /// computed over these.
+    pub async fn raw_history(
+        &self,
+        aggregate_id: &str,
+        after: u64,
+        limit: Option<u64>,
+    ) -> Result<Vec<SerializedEvent>, StoreError> {
         let sql = format!(
             "SELECT {COLUMNS} FROM events WHERE aggregate_type = $1 AND aggregate_id = $2 \
              AND sequence > $3 ORDER BY sequence LIMIT $4"
@@ -376,12 +417,53 @@ impl Store {
                 .map_err(StoreError::from_sqlx)?;
             rows.iter().map(decode_row).collect::<Result<Vec<_>, _>>()
         })?;
-        rows.into_iter().map(RecordedEvent::decode).collect()
+        Ok(rows)
+    }
+
+    /// One stored event, as written (not upcast).
+    pub async fn raw_event(
+        &self,
+        aggregate_id: &str,
+        sequence: u64,
+    ) -> Result<Option<SerializedEvent>, StoreError> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM events WHERE aggregate_type = $1 AND aggregate_id = $2 \
+             AND sequence = $3"
+        );
+        let sequence = i64::try_from(sequence).unwrap_or(i64::MAX);
+        on_pool!(self, |pool| {
+            let row = sqlx::query(&sql)
+                .bind(<ClientKey as cqrs_es::Aggregate>::TYPE)
+                .bind(aggregate_id)
+                .bind(sequence)
+                .fetch_optional(pool)
+                .await
+                .map_err(StoreError::from_sqlx)?;
+            row.as_ref().map(decode_row).transpose()
+        })
+    }
+
+    /// How many events the store holds (sizes the auditors' progress bars).
+    pub async fn count_events(&self) -> Result<u64, StoreError> {
+        const SQL: &str = "SELECT COUNT(*) FROM events WHERE aggregate_type = $1";
+        let count: i64 = on_pool!(self, |pool| sqlx::query_scalar(SQL)
+            .bind(<ClientKey as cqrs_es::Aggregate>::TYPE)
+            .fetch_one(pool)
+            .await)
+        .map_err(StoreError::from_sqlx)?;
+        Ok(count.max(0) as u64)
     }
 
     /// Every event of every key, ordered by key then sequence: the start-up replay.
     /// Streamed, so a million events never sit in memory as rows.
     pub fn replay_all(&self) -> BoxStream<'_, Result<RecordedEvent, StoreError>> {
+        self.replay_raw()
+            .map(|row| row.and_then(RecordedEvent::decode))
+            .boxed()
+    }
+
+    /// [`Store::replay_all`] as stored (not upcast): what verify hashes.
+    pub fn replay_raw(&self) -> BoxStream<'_, Result<SerializedEvent, StoreError>> {
         const SQL: &str = "SELECT aggregate_id, sequence, event_type, event_version, \
              CAST(payload AS TEXT) AS payload, CAST(metadata AS TEXT) AS metadata \
              FROM events WHERE aggregate_type = $1 ORDER BY aggregate_id, sequence";
@@ -389,11 +471,9 @@ impl Store {
         on_pool!(self, |pool| sqlx::query(SQL)
             .bind(aggregate_type)
             .fetch(pool)
-            .map(|row| {
-                row.map_err(StoreError::from_sqlx)
-                    .and_then(|row| decode_row(&row))
-                    .and_then(RecordedEvent::decode)
-            })
+            .map(|row| row
+                .map_err(StoreError::from_sqlx)
+                .and_then(|row| decode_row(&row)))
             .boxed())
     }
 
