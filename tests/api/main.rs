@@ -4,4 +4,5 @@
 mod helpers;
 
 mod admin;
+mod audit;
 mod process;
