@@ -504,3 +504,149 @@ async fn an_older_event_version_is_upcast_on_every_replay(store: StoreKind) {
     assert_eq!(report["broken"]["problem"], "edited");
     app.finish().await;
 }
+
+/// Events seeded by [`replaying_100k_events_for_verify_and_state`].
+const MEASURED_EVENTS: u64 = 100_000;
+
+/// The rates README reports: 100,000 events of one key, seeded straight into SQLite with
+/// valid links, then `verify` and `state` timed in-process and through the binary.
+/// Measures, never asserts speed: `cargo test --release --test api replaying_100k -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement, not a check: run it in release with --ignored --nocapture"]
+async fn replaying_100k_events_for_verify_and_state() {
+    use std::time::Instant;
+    use widget_auth::audit::{self, Point, StateAt};
+    use widget_auth::chain::{self, Hasher, LinkInput};
+    use widget_auth::store::Store;
+
+    let app = TestApp::spawn(StoreKind::Sqlite).await;
+    let created = app.create_default_key().await;
+    let id = created["id"].as_str().expect("id").to_owned();
+    let store = app.store.clone();
+    app.app.stop().await;
+
+    let seeding = Instant::now();
+    let url = format!(
+        "sqlite://{}",
+        store.data_dir.join("widget-auth.sqlite3").display()
+    );
+    let pool = sqlx::SqlitePool::connect(&url).await.expect("connect");
+    let first: String =
+        sqlx::query_scalar("SELECT metadata FROM events WHERE aggregate_id = ? AND sequence = 1")
+            .bind(&id)
+            .fetch_one(&pool)
+            .await
+            .expect("creation");
+    let first: Value = serde_json::from_str(&first).expect("json");
+    let mut previous = chain::stored_link(&first).expect("chained").to_owned();
+    let mut hasher = Hasher::default();
+    // A mix of what operators do: allowlist edits, config updates, policy changes.
+    let payloads = [
+        json!({"OriginsChanged": {"origins": ["https://a.test", "https://*.a.test"]}}),
+        json!({"ConfigUpdated": {"config": {
+            "agent": {"display_name": "Ada", "avatar_url": null},
+            "branding": {"primary_color": "#0A7CFF", "background_color": "#FFFFFF",
+                         "text_color": "#111827", "launcher_position": "bottom-right"},
+            "copy": {"title": "Chat with us", "greeting": "Hi!", "input_placeholder": "Type…",
+                     "offline_message": "We are offline."},
+            "locale": "en"}}}),
+        json!({"TokenPolicySet": {"policy": {"visitor_token_ttl_seconds": 120,
+            "session_ttl_seconds": 900, "refresh_ttl_seconds": 604800, "guests_allowed": true}}}),
+        json!({"OriginsChanged": {"origins": ["https://b.test"]}}),
+    ];
+    let types = [
+        "OriginsChanged",
+        "ConfigUpdated",
+        "TokenPolicySet",
+        "OriginsChanged",
+    ];
+    let mut tx = pool.begin().await.expect("begin");
+    let mut rows = Vec::with_capacity(500);
+    for sequence in 2..=MEASURED_EVENTS {
+        let which = (sequence % 4) as usize;
+        let mut metadata = json!({
+            "actor": "admin:bench",
+            "at": "2026-01-01T00:00:00.000Z",
+            "request_id": format!("bench-{sequence}"),
+        });
+        let link = hasher.link(
+            &previous,
+            &LinkInput {
+                aggregate_id: &id,
+                sequence,
+                event_type: types[which],
+                event_version: "1.0",
+                payload: &payloads[which],
+                metadata: &metadata,
+            },
+        );
+        metadata["chain"] = json!(link);
+        previous = link;
+        rows.push((sequence, which, metadata.to_string()));
+        if rows.len() == 500 || sequence == MEASURED_EVENTS {
+            let mut insert = sqlx::QueryBuilder::new(
+                "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, \
+                 event_version, payload, metadata) ",
+            );
+            insert.push_values(rows.drain(..), |mut row, (sequence, which, metadata)| {
+                row.push_bind("ClientKey")
+                    .push_bind(&id)
+                    .push_bind(sequence as i64)
+                    .push_bind(types[which])
+                    .push_bind("1.0")
+                    .push_bind(payloads[which].to_string())
+                    .push_bind(metadata);
+            });
+            insert.build().execute(&mut *tx).await.expect("insert");
+        }
+    }
+    tx.commit().await.expect("commit");
+    pool.close().await;
+    let seeded = seeding.elapsed();
+
+    let settings = store.settings();
+    let opened = Store::open(settings.database_url_str(), &settings.data_dir)
+        .await
+        .expect("open");
+    let started = Instant::now();
+    let report = audit::verify(&opened, |_| {}).await.expect("verify");
+    let verify_time = started.elapsed();
+    assert!(report.intact(), "{}", report.to_text());
+    assert_eq!(report.events, MEASURED_EVENTS);
+
+    let started = Instant::now();
+    let state = audit::state_at(&opened, &id, Point::Sequence(MEASURED_EVENTS))
+        .await
+        .expect("state");
+    let state_time = started.elapsed();
+    let StateAt::Found(view) = state else {
+        panic!("the key exists")
+    };
+    assert_eq!(view.version(), MEASURED_EVENTS);
+    opened.close().await;
+
+    let started = Instant::now();
+    let (code, text, _) = store.cli(&["audit", "verify"]).await;
+    let cli_verify = started.elapsed();
+    assert_eq!((code, text.trim()), (0, "intact, 100000 events"));
+    let started = Instant::now();
+    let (code, _, _) = store
+        .cli(&["audit", "--json", "state", &id, "--at-sequence", "100000"])
+        .await;
+    let cli_state = started.elapsed();
+    assert_eq!(code, 0);
+
+    let rate = |d: std::time::Duration| MEASURED_EVENTS as f64 / d.as_secs_f64();
+    println!(
+        "seeded {MEASURED_EVENTS} events in {seeded:.2?}\n\
+         verify (in-process): {verify_time:.2?} = {:.0} events/s\n\
+         state  (in-process): {state_time:.2?} = {:.0} events/s\n\
+         widget-auth audit verify (whole process): {cli_verify:.2?} = {:.0} events/s\n\
+         widget-auth audit state  (whole process): {cli_state:.2?} = {:.0} events/s",
+        rate(verify_time),
+        rate(state_time),
+        rate(cli_verify),
+        rate(cli_state),
+    );
+    store.cleanup().await;
+}
