@@ -77,23 +77,43 @@ pub fn event_json(recorded: &RecordedEvent) -> Value {
     })
 }
 
-/// The key right after event N, or as it stood at a time, by replaying its history.
+/// The key right after event N, or as it stood at a time, by replaying its history
+/// through the read models' fold. Streamed and applied by value: one key with a long
+/// history costs time, not memory.
 pub async fn state_at(store: &Store, id: &str, point: Point) -> Result<StateAt, StoreError> {
-    let history = store.history(id, 0, None).await?;
-    if history.is_empty() {
-        return Ok(StateAt::UnknownKey);
+    let mut events = store.stream_history(id);
+    let mut folded: Option<(KeyState, u64, Option<DateTime<Utc>>)> = None;
+    let mut seen_any = false;
+    while let Some(recorded) = events.next().await {
+        let recorded = recorded?;
+        seen_any = true;
+        let within = match point {
+            Point::Sequence(n) => recorded.sequence <= n,
+            Point::Time(t) => recorded.metadata.at <= t,
+        };
+        if !within {
+            break;
+        }
+        let at = Some(recorded.metadata.at);
+        match folded.as_mut() {
+            Some((state, version, updated_at)) => {
+                state.apply(recorded.event);
+                *version = recorded.sequence;
+                *updated_at = at;
+            }
+            // As in `ClientKeyView::fold`: a history must start with the creation.
+            None => match KeyState::created(recorded.event) {
+                Some(state) => folded = Some((state, recorded.sequence, at)),
+                None => return Ok(StateAt::NotYetCreated),
+            },
+        }
     }
-    let stored: Vec<_> = history
-        .iter()
-        .take_while(|e| match point {
-            Point::Sequence(n) => e.sequence <= n,
-            Point::Time(t) => e.metadata.at <= t,
-        })
-        .map(RecordedEvent::to_stored)
-        .collect();
-    Ok(match ClientKeyView::fold(&stored) {
-        Some(view) => StateAt::Found(Box::new(view)),
-        None => StateAt::NotYetCreated,
+    Ok(match folded {
+        Some((state, version, updated_at)) => StateAt::Found(Box::new(ClientKeyView::from_state(
+            state, version, updated_at,
+        ))),
+        None if seen_any => StateAt::NotYetCreated,
+        None => StateAt::UnknownKey,
     })
 }
 
