@@ -343,7 +343,8 @@ fn progress_bar(total: Option<u64>, message: &'static str) -> ProgressBar {
                 .unwrap_or_else(|_| ProgressStyle::default_bar()),
             ),
         None => {
-            let spinner = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+            let spinner = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr())
+                .with_style(ProgressStyle::default_spinner());
             spinner.enable_steady_tick(Duration::from_millis(100));
             spinner
         }
