@@ -5,11 +5,12 @@
 use std::sync::Arc;
 
 use cqrs_es::event_sink::EventSink;
-use cqrs_es::Aggregate;
+use cqrs_es::{Aggregate, DomainEvent};
 use domain::{ClientKey, ClientKeyCommand, ClientKeyError, ClientKeyEvent, ClientKeyServices};
 use projections::{ApplyOutcome, ClientKeyView, Directory};
 use tracing::Instrument;
 
+use crate::chain;
 use crate::store::{EventMetadata, RecordedEvent, Store, StoreError};
 
 /// Attempts for a command without `expected_version` that keeps losing the optimistic
@@ -134,7 +135,13 @@ impl CommandService {
                     replayed: false,
                 });
             }
-            match self.store.commit(events, loaded, &context.metadata).await {
+            // The link needs the previous event as stored, which cannot change under us:
+            // if another writer appended meanwhile, the commit fails as a conflict and the
+            // next attempt links to the newer event.
+            let metadata = self
+                .chained_metadata(aggregate_id, current, &events, &context.metadata)
+                .await?;
+            match self.store.commit(events, loaded, &metadata).await {
                 Ok(committed) => {
                     self.apply_to_read_models(&committed).await;
                     tracing::info!(
@@ -177,6 +184,68 @@ impl CommandService {
                 }
             }
         }
+    }
+
+    /// The command's metadata with the tamper-evidence link of the one event it records
+    /// (see `chain.rs`). `ClientKey::decide` yields at most one event per command, which is
+    /// what lets one metadata map carry the event's own link.
+    async fn chained_metadata(
+        &self,
+        aggregate_id: &str,
+        current: u64,
+        events: &[ClientKeyEvent],
+        metadata: &EventMetadata,
+    ) -> Result<EventMetadata, StoreError> {
+        let [event] = events else {
+            return Err(StoreError::Other(
+                format!(
+                    "a command recorded {} events; the chain needs one",
+                    events.len()
+                )
+                .into(),
+            ));
+        };
+        let previous = self.previous_link(aggregate_id, current).await?;
+        let mut metadata = EventMetadata {
+            chain: None,
+            ..metadata.clone()
+        };
+        let encode = |e: serde_json::Error| StoreError::Other(Box::new(e));
+        // Exactly what cqrs-es will store: the serialized event and the string map.
+        let payload = serde_json::to_value(event).map_err(encode)?;
+        let stored_metadata = serde_json::to_value(metadata.to_map()).map_err(encode)?;
+        let link = chain::Hasher::default().link(
+            &previous,
+            &chain::LinkInput {
+                aggregate_id,
+                sequence: current + 1,
+                event_type: &event.event_type(),
+                event_version: &event.event_version(),
+                payload: &payload,
+                metadata: &stored_metadata,
+            },
+        );
+        metadata.chain = Some(link);
+        Ok(metadata)
+    }
+
+    /// The link of the key's event at `current`. Events written before the chain existed
+    /// have none stored; their implied links are computed over the legacy prefix, so the
+    /// first chained event also seals what came before it.
+    async fn previous_link(&self, aggregate_id: &str, current: u64) -> Result<String, StoreError> {
+        if current == 0 {
+            return Ok(chain::GENESIS.to_owned());
+        }
+        if let Some(last) = self.store.raw_event(aggregate_id, current).await? {
+            if let Some(link) = chain::stored_link(&last.metadata) {
+                return Ok(link.to_owned());
+            }
+        }
+        let history = self
+            .store
+            .raw_history(aggregate_id, 0, Some(current))
+            .await?;
+        Ok(chain::implied_head(&history))
     }
 
     async fn replay_if_retry(

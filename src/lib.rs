@@ -8,6 +8,7 @@
 //! [`serve`] is `start` plus waiting for SIGTERM or Ctrl-C and shutting down gracefully.
 
 pub mod audit;
+pub mod chain;
 pub mod cli;
 pub mod commands;
 pub mod config;

@@ -7,10 +7,11 @@
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use cqrs_es::persist::{PersistedEventStore, SerializedEvent};
+use cqrs_es::persist::{EventUpcaster, PersistedEventStore, SerializedEvent};
 use cqrs_es::{AggregateError, EventStore};
 use domain::{ClientKey, ClientKeyError, ClientKeyEvent};
 use futures::stream::{BoxStream, StreamExt};
@@ -40,6 +41,10 @@ pub fn store_queries() -> u64 {
 
 /// How long a request waits for a database connection before the store counts as down.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The domain's upcasters, for our own reads ([`RecordedEvent::decode`]); cqrs-es gets
+/// its own list of the same upcasters in [`Store::open`].
+static UPCASTERS: LazyLock<Vec<Box<dyn EventUpcaster>>> = LazyLock::new(domain::events::upcasters);
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -124,6 +129,10 @@ pub struct EventMetadata {
     /// SHA-256 of the command body, so a reused Idempotency-Key with another body is caught.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_hash: Option<String>,
+    /// The tamper-evidence link (see `chain.rs`); `None` on events written before the
+    /// chain existed, and while a command's metadata is being put together.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chain: Option<String>,
 }
 
 impl EventMetadata {
@@ -141,6 +150,7 @@ impl EventMetadata {
             ("reason", &self.reason),
             ("idempotency_key", &self.idempotency_key),
             ("request_hash", &self.request_hash),
+            ("chain", &self.chain),
         ];
         for (name, value) in optional {
             if let Some(value) = value {
@@ -170,16 +180,21 @@ impl RecordedEvent {
         }
     }
 
-    fn decode(serialized: SerializedEvent) -> Result<Self, StoreError> {
+    /// The one place stored events become domain events: older `event_version`s are
+    /// upcast here, so every read of ours sees the current model.
+    pub fn decode(serialized: SerializedEvent) -> Result<Self, StoreError> {
+        let serialized = upcast(serialized);
         let corrupt = |source: BoxError| StoreError::Corrupt {
             aggregate_id: serialized.aggregate_id.clone(),
             sequence: serialized.sequence as u64,
             source,
         };
-        let event: ClientKeyEvent =
-            serde_json::from_value(serialized.payload.clone()).map_err(|e| corrupt(Box::new(e)))?;
-        let metadata: EventMetadata = serde_json::from_value(serialized.metadata.clone())
-            .map_err(|e| corrupt(Box::new(e)))?;
+        // Deserializing from a borrowed `Value` spares a deep copy per event (replays of
+        // a whole store go through here).
+        let event =
+            ClientKeyEvent::deserialize(&serialized.payload).map_err(|e| corrupt(Box::new(e)))?;
+        let metadata =
+            EventMetadata::deserialize(&serialized.metadata).map_err(|e| corrupt(Box::new(e)))?;
         Ok(Self {
             aggregate_id: serialized.aggregate_id,
             sequence: serialized.sequence as u64,
@@ -189,36 +204,44 @@ impl RecordedEvent {
     }
 }
 
+/// Applies the upcasters in order, as cqrs-es does on its loads.
+fn upcast(serialized: SerializedEvent) -> SerializedEvent {
+    UPCASTERS.iter().fold(serialized, |event, upcaster| {
+        if upcaster.can_upcast(&event.event_type, &event.event_version) {
+            upcaster.upcast(event)
+        } else {
+            event
+        }
+    })
+}
+
 const COLUMNS: &str = "aggregate_id, sequence, event_type, event_version, \
      CAST(payload AS TEXT) AS payload, CAST(metadata AS TEXT) AS metadata";
 
-/// One row of the events table, whichever database it came from.
+/// One row of the events table, whichever database it came from, as stored.
 fn decode_row<R>(row: &R) -> Result<SerializedEvent, StoreError>
 where
     R: Row,
     usize: ColumnIndex<R>,
-    for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> &'r str: Decode<'r, R::Database> + Type<R::Database>,
     for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
 {
-    let get_text = |index: usize| {
-        row.try_get::<String, _>(index)
-            .map_err(StoreError::from_sqlx)
-    };
-    let aggregate_id = get_text(0)?;
+    let text = |index: usize| row.try_get::<&str, _>(index).map_err(StoreError::from_sqlx);
+    let aggregate_id = text(0)?;
     let sequence = row.try_get::<i64, _>(1).map_err(StoreError::from_sqlx)?;
     let parse = |index: usize| -> Result<serde_json::Value, StoreError> {
-        serde_json::from_str(&get_text(index)?).map_err(|e| StoreError::Corrupt {
-            aggregate_id: aggregate_id.clone(),
+        serde_json::from_str(text(index)?).map_err(|e| StoreError::Corrupt {
+            aggregate_id: aggregate_id.to_owned(),
             sequence: sequence as u64,
             source: Box::new(e),
         })
     };
     Ok(SerializedEvent {
-        aggregate_id: aggregate_id.clone(),
+        aggregate_id: aggregate_id.to_owned(),
         sequence: sequence as usize,
         aggregate_type: <ClientKey as cqrs_es::Aggregate>::TYPE.to_owned(),
-        event_type: get_text(2)?,
-        event_version: get_text(3)?,
+        event_type: text(2)?.to_owned(),
+        event_version: text(3)?.to_owned(),
         payload: parse(4)?,
         metadata: parse(5)?,
     })
@@ -230,6 +253,40 @@ where
 pub struct FeedCursor {
     pub txid: i64,
     pub global_position: i64,
+}
+
+/// One row decoded to the current model. An event stored at a version some upcaster
+/// handles goes through [`RecordedEvent::decode`]; every other one (the common case, and
+/// what long replays spend their time on) is parsed from the stored text directly, which
+/// yields the same event without building a JSON tree first.
+fn decode_recorded_row<R>(row: &R) -> Result<RecordedEvent, StoreError>
+where
+    R: Row,
+    usize: ColumnIndex<R>,
+    for<'r> &'r str: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
+{
+    let text = |index: usize| row.try_get::<&str, _>(index).map_err(StoreError::from_sqlx);
+    let (event_type, event_version) = (text(2)?, text(3)?);
+    if UPCASTERS
+        .iter()
+        .any(|upcaster| upcaster.can_upcast(event_type, event_version))
+    {
+        return decode_row(row).and_then(RecordedEvent::decode);
+    }
+    let aggregate_id = text(0)?;
+    let sequence = row.try_get::<i64, _>(1).map_err(StoreError::from_sqlx)?;
+    let corrupt = |e: serde_json::Error| StoreError::Corrupt {
+        aggregate_id: aggregate_id.to_owned(),
+        sequence: sequence as u64,
+        source: Box::new(e),
+    };
+    Ok(RecordedEvent {
+        event: serde_json::from_str(text(4)?).map_err(corrupt)?,
+        metadata: serde_json::from_str(text(5)?).map_err(corrupt)?,
+        aggregate_id: aggregate_id.to_owned(),
+        sequence: sequence as u64,
+    })
 }
 
 pub enum Store {
@@ -278,7 +335,8 @@ impl Store {
                     .connect_lazy_with(options);
                 let events = PersistedEventStore::new_event_store(PostgresEventRepository::new(
                     pool.clone(),
-                ));
+                ))
+                .with_upcasters(domain::events::upcasters());
                 Ok(Self::Postgres { pool, events })
             }
             Some(url) if url.starts_with("sqlite:") => {
@@ -312,7 +370,8 @@ impl Store {
             .connect_with(options)
             .await
             .map_err(StoreError::from_sqlx)?;
-        let events = PersistedEventStore::new_event_store(SqliteEventRepository::new(pool.clone()));
+        let events = PersistedEventStore::new_event_store(SqliteEventRepository::new(pool.clone()))
+            .with_upcasters(domain::events::upcasters());
         Ok(Self::Sqlite { pool, events })
     }
 
@@ -389,6 +448,21 @@ impl Store {
         after: u64,
         limit: Option<u64>,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
+        self.raw_history(aggregate_id, after, limit)
+            .await?
+            .into_iter()
+            .map(RecordedEvent::decode)
+            .collect()
+    }
+
+    /// Like [`Store::history`], as stored: not upcast, metadata as written. The chain is
+    /// computed over these.
+    pub async fn raw_history(
+        &self,
+        aggregate_id: &str,
+        after: u64,
+        limit: Option<u64>,
+    ) -> Result<Vec<SerializedEvent>, StoreError> {
         count_query();
         let sql = format!(
             "SELECT {COLUMNS} FROM events WHERE aggregate_type = $1 AND aggregate_id = $2 \
@@ -407,7 +481,66 @@ impl Store {
                 .map_err(StoreError::from_sqlx)?;
             rows.iter().map(decode_row).collect::<Result<Vec<_>, _>>()
         })?;
-        rows.into_iter().map(RecordedEvent::decode).collect()
+        Ok(rows)
+    }
+
+    /// A key's whole history, decoded, streamed: replaying a long history to one point
+    /// never holds it in memory.
+    pub fn stream_history(
+        &self,
+        aggregate_id: &str,
+    ) -> BoxStream<'_, Result<RecordedEvent, StoreError>> {
+        count_query();
+        const SQL: &str = "SELECT aggregate_id, sequence, event_type, event_version, \
+             CAST(payload AS TEXT) AS payload, CAST(metadata AS TEXT) AS metadata \
+             FROM events WHERE aggregate_type = $1 AND aggregate_id = $2 ORDER BY sequence";
+        let aggregate_type = <ClientKey as cqrs_es::Aggregate>::TYPE;
+        let aggregate_id = aggregate_id.to_owned();
+        on_pool!(self, |pool| sqlx::query(SQL)
+            .bind(aggregate_type)
+            .bind(aggregate_id)
+            .fetch(pool)
+            .map(|row| {
+                row.map_err(StoreError::from_sqlx)
+                    .and_then(|row| decode_recorded_row(&row))
+            })
+            .boxed())
+    }
+
+    /// One stored event, as written (not upcast).
+    pub async fn raw_event(
+        &self,
+        aggregate_id: &str,
+        sequence: u64,
+    ) -> Result<Option<SerializedEvent>, StoreError> {
+        count_query();
+        let sql = format!(
+            "SELECT {COLUMNS} FROM events WHERE aggregate_type = $1 AND aggregate_id = $2 \
+             AND sequence = $3"
+        );
+        let sequence = i64::try_from(sequence).unwrap_or(i64::MAX);
+        on_pool!(self, |pool| {
+            let row = sqlx::query(&sql)
+                .bind(<ClientKey as cqrs_es::Aggregate>::TYPE)
+                .bind(aggregate_id)
+                .bind(sequence)
+                .fetch_optional(pool)
+                .await
+                .map_err(StoreError::from_sqlx)?;
+            row.as_ref().map(decode_row).transpose()
+        })
+    }
+
+    /// How many events the store holds (sizes the auditors' progress bars).
+    pub async fn count_events(&self) -> Result<u64, StoreError> {
+        count_query();
+        const SQL: &str = "SELECT COUNT(*) FROM events WHERE aggregate_type = $1";
+        let count: i64 = on_pool!(self, |pool| sqlx::query_scalar(SQL)
+            .bind(<ClientKey as cqrs_es::Aggregate>::TYPE)
+            .fetch_one(pool)
+            .await)
+        .map_err(StoreError::from_sqlx)?;
+        Ok(count.max(0) as u64)
     }
 
     /// Every event of every key, ordered by key then sequence: the start-up replay.
@@ -423,9 +556,24 @@ impl Store {
             .fetch(pool)
             .map(|row| {
                 row.map_err(StoreError::from_sqlx)
-                    .and_then(|row| decode_row(&row))
-                    .and_then(RecordedEvent::decode)
+                    .and_then(|row| decode_recorded_row(&row))
             })
+            .boxed())
+    }
+
+    /// [`Store::replay_all`] as stored (not upcast): what verify hashes.
+    pub fn replay_raw(&self) -> BoxStream<'_, Result<SerializedEvent, StoreError>> {
+        count_query();
+        const SQL: &str = "SELECT aggregate_id, sequence, event_type, event_version, \
+             CAST(payload AS TEXT) AS payload, CAST(metadata AS TEXT) AS metadata \
+             FROM events WHERE aggregate_type = $1 ORDER BY aggregate_id, sequence";
+        let aggregate_type = <ClientKey as cqrs_es::Aggregate>::TYPE;
+        on_pool!(self, |pool| sqlx::query(SQL)
+            .bind(aggregate_type)
+            .fetch(pool)
+            .map(|row| row
+                .map_err(StoreError::from_sqlx)
+                .and_then(|row| decode_row(&row)))
             .boxed())
     }
 

@@ -323,11 +323,22 @@ impl SigningKeys {
         issuer: &str,
         now: i64,
     ) -> Result<Claims, TokenError> {
-        let result = self.verify_inner(token, kind, issuer, now);
+        let result = self.verify_inner(token, kind, issuer, Some(now));
         if let Err(e) = &result {
             tracing::debug!(kind = ?kind, error = %e, "token refused");
         }
         result
+    }
+
+    /// Every check of [`SigningKeys::verify`] except `exp` and `nbf`: for auditors asking
+    /// what a token we minted long ago was minted under. Never for accepting a token.
+    pub fn verify_ignoring_lifetime(
+        &self,
+        token: &str,
+        kind: TokenKind,
+        issuer: &str,
+    ) -> Result<Claims, TokenError> {
+        self.verify_inner(token, kind, issuer, None)
     }
 
     /// `{"keys":[...]}` for `GET /.well-known/jwks.json`, rendered once at construction.
@@ -340,7 +351,7 @@ impl SigningKeys {
         token: &str,
         kind: TokenKind,
         issuer: &str,
-        now: i64,
+        now: Option<i64>,
     ) -> Result<Claims, TokenError> {
         if token.len() > MAX_TOKEN_LEN {
             return Err(TokenError::Malformed);
@@ -384,8 +395,8 @@ impl SigningKeys {
         validation.set_audience(&[kind.audience()]);
         validation.set_issuer(&[issuer]);
         validation.set_required_spec_claims(&["exp", "nbf", "iss", "aud", "sub"]);
-        validation.validate_exp = true;
-        validation.validate_nbf = true;
+        validation.validate_exp = now.is_some();
+        validation.validate_nbf = now.is_some();
         validation.leeway = LEEWAY_SECS.unsigned_abs();
         let claims = jsonwebtoken::decode::<Claims>(token, &key.decoding, &validation)
             .map_err(|e| map_jwt_error(e.into_kind()))?
@@ -395,6 +406,9 @@ impl SigningKeys {
             return Err(TokenError::WrongKind);
         }
         // jsonwebtoken checked exp/nbf against the system clock; `now` is the authority.
+        let Some(now) = now else {
+            return Ok(claims);
+        };
         if now > claims.exp.saturating_add(LEEWAY_SECS) {
             return Err(TokenError::Expired);
         }
@@ -778,6 +792,49 @@ mod tests {
             let token = keys.mint(&c).expect("mint");
             assert_eq!(keys.verify(&token, kind, ISS, now), Ok(c));
         }
+    }
+
+    #[test]
+    fn an_expired_token_verifies_for_auditors_but_a_forged_one_does_not() {
+        let keys = keys();
+        let long_ago = real_now() - 86_400;
+        let c = claims(TokenKind::Session, long_ago);
+        let token = keys.mint(&c).expect("mint");
+        assert_eq!(
+            keys.verify(&token, TokenKind::Session, ISS, real_now()),
+            Err(TokenError::Expired)
+        );
+        assert_eq!(
+            keys.verify_ignoring_lifetime(&token, TokenKind::Session, ISS),
+            Ok(c.clone())
+        );
+
+        let other =
+            SigningKeys::from_pem(&SigningKeys::generate_pem().expect("pem")).expect("parse");
+        assert_eq!(
+            other.verify_ignoring_lifetime(&token, TokenKind::Session, ISS),
+            Err(TokenError::UnknownKey)
+        );
+        assert_eq!(
+            keys.verify_ignoring_lifetime(&token, TokenKind::Session, "someone-else"),
+            Err(TokenError::Invalid("token issuer not accepted".to_owned()))
+        );
+        assert_eq!(
+            keys.verify_ignoring_lifetime(&token, TokenKind::Visitor, ISS),
+            Err(TokenError::WrongKind)
+        );
+        let mut tampered = c;
+        tampered.ver = 1;
+        let forged = format!(
+            "{}.{}.{}",
+            token.split('.').next().expect("header"),
+            URL_SAFE_NO_PAD.encode(claims_json(&tampered)),
+            token.split('.').nth(2).expect("signature")
+        );
+        assert_eq!(
+            keys.verify_ignoring_lifetime(&forged, TokenKind::Session, ISS),
+            Err(TokenError::BadSignature)
+        );
     }
 
     #[test]

@@ -5,8 +5,10 @@
 //! `event_version` with an upcaster for the old one.
 
 use chrono::{DateTime, Utc};
+use cqrs_es::persist::{EventUpcaster, SemanticVersionEventUpcaster};
 use cqrs_es::DomainEvent;
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use crate::config::{Text, WidgetConfig};
 use crate::keys::{ClientKeyId, PublicKey, SecretKeyFingerprint};
@@ -15,6 +17,34 @@ use crate::policy::TokenPolicy;
 
 /// The current schema version of every event type.
 pub const EVENT_VERSION: &str = "1.0";
+
+/// Upcasters from every older `event_version` to [`EVENT_VERSION`], oldest first (cqrs-es
+/// applies them in order). The store decodes its own reads through these and registers
+/// the same list on the cqrs-es event store, so auditors' replays, the read models and
+/// command-side loads all see one current model. Stored rows are never rewritten: the
+/// tamper-evidence chain covers them as written.
+pub fn upcasters() -> Vec<Box<dyn EventUpcaster>> {
+    vec![Box::new(SemanticVersionEventUpcaster::new(
+        "OriginsChanged",
+        EVENT_VERSION,
+        Box::new(origins_changed_from_0_9),
+    ))]
+}
+
+/// `OriginsChanged` 0.9 named its list `allowed_origins` (the design drafts' shape). No
+/// store we shipped holds it; the upcaster keeps the path exercised end to end and is the
+/// template for the next real schema change.
+fn origins_changed_from_0_9(mut payload: Value) -> Value {
+    if let Some(body) = payload
+        .get_mut("OriginsChanged")
+        .and_then(Value::as_object_mut)
+    {
+        if let Some(origins) = body.remove("allowed_origins") {
+            body.insert("origins".to_owned(), origins);
+        }
+    }
+    payload
+}
 
 // One per admin request, never in bulk on a hot path: boxing the large variant would
 // only make matching noisier.
@@ -94,5 +124,65 @@ impl DomainEvent for ClientKeyEvent {
 
     fn event_version(&self) -> String {
         EVENT_VERSION.to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use cqrs_es::persist::SerializedEvent;
+    use serde_json::json;
+
+    use super::*;
+
+    fn stored(event_type: &str, event_version: &str, payload: Value) -> SerializedEvent {
+        SerializedEvent {
+            aggregate_id: "ck_1".to_owned(),
+            sequence: 2,
+            aggregate_type: "ClientKey".to_owned(),
+            event_type: event_type.to_owned(),
+            event_version: event_version.to_owned(),
+            payload,
+            metadata: json!({}),
+        }
+    }
+
+    fn upcast(mut event: SerializedEvent) -> SerializedEvent {
+        for upcaster in upcasters() {
+            if upcaster.can_upcast(&event.event_type, &event.event_version) {
+                event = upcaster.upcast(event);
+            }
+        }
+        event
+    }
+
+    #[test]
+    fn origins_changed_0_9_reads_as_the_current_event() {
+        let old = stored(
+            "OriginsChanged",
+            "0.9",
+            json!({"OriginsChanged": {"allowed_origins": ["https://a.test"]}}),
+        );
+        let event: ClientKeyEvent =
+            serde_json::from_value(upcast(old).payload).expect("decodes after upcasting");
+        let ClientKeyEvent::OriginsChanged { origins } = event else {
+            panic!("not OriginsChanged: {event:?}");
+        };
+        assert_eq!(
+            origins
+                .entries()
+                .iter()
+                .map(|o| o.as_str())
+                .collect::<Vec<_>>(),
+            ["https://a.test"]
+        );
+    }
+
+    #[test]
+    fn current_events_pass_through_unchanged() {
+        let payload = json!({"OriginsChanged": {"origins": ["https://a.test"]}});
+        let current = stored("OriginsChanged", EVENT_VERSION, payload.clone());
+        let after = upcast(current);
+        assert_eq!(after.payload, payload);
+        assert_eq!(after.event_version, EVENT_VERSION);
     }
 }

@@ -43,6 +43,12 @@ impl ClientKeyView {
         Some(Self::render(state, version, updated_at))
     }
 
+    /// A view of a state folded elsewhere (auditors' streamed replays, which apply each
+    /// event by value instead of keeping the history to fold it).
+    pub fn from_state(state: KeyState, version: u64, updated_at: Option<DateTime<Utc>>) -> Self {
+        Self::render(state, version, updated_at)
+    }
+
     /// The view after one more event. Pure: the caller decides whether `event` is the
     /// next one in sequence.
     pub fn apply(&self, stored: &StoredEvent) -> Self {

@@ -38,6 +38,7 @@ pub fn router(state: AppState) -> Router {
         .route("/client-keys/{id}/commands", post(run_command))
         .route("/client-keys/{id}/events", get(client_key_events))
         .route("/client-keys/{id}/state", get(client_key_state))
+        .route("/audit/verify", get(verify_chain))
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .route_layer(middleware::from_fn_with_state(state.clone(), require_admin));
     let router = Router::new()
@@ -103,6 +104,7 @@ fn command_context(
             reason: reason.map(String::from),
             idempotency_key,
             request_hash: Some(hex::encode(Sha256::digest(fingerprint))),
+            chain: None,
         },
         expected_version,
     })
@@ -482,4 +484,19 @@ async fn client_key_state(
             "the client key did not exist at that point",
         )),
     }
+}
+
+/// The tamper-evidence chain over the whole store, checked now (the same code as
+/// `widget-auth audit verify`). A broken chain is still a 200: the check itself worked.
+async fn verify_chain(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let report = audit::verify(&state.store, |_| {}).await?;
+    if let Some(broken) = &report.broken {
+        tracing::warn!(
+            client_key = %broken.client_key_id,
+            sequence = broken.sequence,
+            problem = broken.problem.code(),
+            "event chain broken"
+        );
+    }
+    Ok(Json(report.to_json()))
 }

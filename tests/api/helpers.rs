@@ -117,6 +117,55 @@ impl TestStore {
         }
     }
 
+    /// Runs a statement directly against the store (an auditor's adversary editing rows)
+    /// and returns the number of rows it changed.
+    pub async fn execute(&self, sql: &str) -> u64 {
+        match &self.database_url {
+            Some(url) => {
+                let mut conn = sqlx::PgConnection::connect(url).await.expect("connect");
+                sqlx::query(sql)
+                    .execute(&mut conn)
+                    .await
+                    .expect("statement")
+                    .rows_affected()
+            }
+            None => {
+                let url = format!(
+                    "sqlite://{}",
+                    self.data_dir.join("widget-auth.sqlite3").display()
+                );
+                let mut conn = sqlx::SqliteConnection::connect(&url)
+                    .await
+                    .expect("connect");
+                sqlx::query(sql)
+                    .execute(&mut conn)
+                    .await
+                    .expect("statement")
+                    .rows_affected()
+            }
+        }
+    }
+
+    /// Runs `widget-auth <args>` (the built binary) on this store, as an auditor would:
+    /// only the store's environment variables. Returns exit code, stdout and stderr.
+    pub async fn cli(&self, args: &[&str]) -> (i32, String, String) {
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_widget-auth"));
+        command
+            .args(args)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("WIDGET_AUTH_DATA_DIR", &self.data_dir);
+        if let Some(url) = &self.database_url {
+            command.env("DATABASE_URL", url);
+        }
+        let output = command.output().await.expect("the binary runs");
+        (
+            output.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    }
+
     pub async fn cleanup(self) {
         let _ = std::fs::remove_dir_all(&self.data_dir);
         if let Some(url) = &self.database_url {

@@ -4,5 +4,6 @@
 mod helpers;
 
 mod admin;
+mod audit;
 mod process;
 mod public;
