@@ -83,7 +83,9 @@ async fn public_edge(State(state): State<AppState>, request: Request, next: Next
             .headers_mut()
             .append(header::VARY, HeaderValue::from_static("Origin"));
     }
-    state.metrics.response(Listener::Public, response.status().as_u16());
+    state
+        .metrics
+        .response(Listener::Public, response.status().as_u16());
     response
 }
 
@@ -91,7 +93,10 @@ fn preflight(request: &HeaderMap) -> Response {
     let mut response = StatusCode::NO_CONTENT.into_response();
     let headers = response.headers_mut();
     if let Some(origin) = request.get(header::ORIGIN) {
-        if origin.to_str().is_ok_and(|o| RequestOrigin::parse(o).is_ok()) {
+        if origin
+            .to_str()
+            .is_ok_and(|o| RequestOrigin::parse(o).is_ok())
+        {
             headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
             headers.insert(
                 header::ACCESS_CONTROL_ALLOW_METHODS,
@@ -101,7 +106,10 @@ fn preflight(request: &HeaderMap) -> Response {
                 header::ACCESS_CONTROL_ALLOW_HEADERS,
                 HeaderValue::from_static("content-type"),
             );
-            headers.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
+            headers.insert(
+                header::ACCESS_CONTROL_MAX_AGE,
+                HeaderValue::from_static("600"),
+            );
         }
     }
     response

@@ -4,7 +4,7 @@
 
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use widget_auth::tokens::{Claims, SigningKeys, TokenKind};
+use widget_auth::tokens::{Claims, SigningKeys};
 
 use crate::helpers::{status_json, StoreKind, TestApp, TestStore};
 
@@ -226,29 +226,15 @@ async fn a_token_minted_between_two_changes_shows_the_policy_then_in_force(store
     let app = TestApp::spawn(store).await;
     let created = write_history(&app).await;
     let id = created["id"].as_str().expect("id");
-    // The public token endpoints are not in this tree yet: mint with the server's own key
-    // file and the claims shape they use. The token is long expired: auditors look back.
-    let keys = SigningKeys::load_or_generate(&app.store.data_dir.join("signing-key.pem"))
-        .expect("signing key");
-    let iat = chrono::Utc::now().timestamp() - 7200;
-    let claims = Claims {
-        iss: app.store.settings().issuer,
-        aud: TokenKind::Session.audience().to_owned(),
-        sub: "guest:v1".to_owned(),
-        iat,
-        nbf: iat,
-        exp: iat + 900,
-        jti: "jti-1".to_owned(),
-        ck: id.to_owned(),
-        kind: TokenKind::Session,
-        ver: 4,
-        origin: Some("https://c.test".to_owned()),
-        guest: Some(true),
-        name: None,
-        email: None,
-        fam: None,
-    };
-    let token = keys.mint(&claims).expect("mint");
+    // A real session at version 4: the customer backend vouches for a user with the
+    // original secret key (still in its rotation grace), and the widget on
+    // https://c.test exchanges the visitor token.
+    let visitor = app.visitor_token(&created, "user-4").await;
+    let (status, session) = status_json(app.exchange(&visitor, Some("https://c.test")).await).await;
+    assert_eq!(status, StatusCode::OK, "{session}");
+    let token = session["token"].as_str().expect("session token").to_owned();
+    let claims: Claims =
+        serde_json::from_value(crate::helpers::jwt_part(&token, 1)).expect("claims");
     // A change after the token: the report must show version 4, not the current one.
     ok(
         &app,

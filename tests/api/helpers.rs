@@ -157,6 +157,7 @@ impl TestStore {
             .env("WIDGET_AUTH_DATA_DIR", &self.data_dir);
         if let Some(url) = &self.database_url {
             command.env("DATABASE_URL", url);
+            command.env("WIDGET_AUTH_SIGNING_KEY_FILE", self.signing_key_path());
         }
         let output = command.output().await.expect("the binary runs");
         (
