@@ -11,7 +11,7 @@ use projections::{ApplyOutcome, ClientKeyView, Directory};
 use tracing::Instrument;
 
 use crate::chain;
-use crate::store::{EventMetadata, RecordedEvent, Store, StoreError};
+use crate::store::{AggregateContext, EventMetadata, RecordedEvent, Store, StoreError};
 
 /// Attempts for a command without `expected_version` that keeps losing the optimistic
 /// race to another node: each retry re-decides on fresh state, so nothing is lost or
@@ -21,6 +21,21 @@ const MAX_ATTEMPTS: u32 = 10;
 /// Commands on one key from this node queue behind one of these (striped by key), so
 /// the optimistic race is only ever lost to other nodes.
 const LOCK_STRIPES: usize = 1024;
+
+/// Keys whose write-side state this node keeps between commands.
+const HEADS: u64 = 10_000;
+
+/// A key as this node last wrote it: the aggregate after its latest event, that event's
+/// sequence and its chain link. Deciding from it saves the two reads a command would
+/// otherwise make (the history, the previous link); if another node wrote since, the
+/// commit conflicts on the sequence, the entry is dropped and the key is loaded from the
+/// store, so a stale entry costs one retry and never a wrong decision.
+#[derive(Debug)]
+struct Head {
+    aggregate: ClientKey,
+    version: u64,
+    link: String,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum CommandError {
@@ -57,6 +72,7 @@ pub struct CommandService {
     directory: Arc<Directory>,
     services: ClientKeyServices,
     stripes: Arc<[tokio::sync::Mutex<()>]>,
+    heads: moka::sync::Cache<String, Arc<Head>>,
 }
 
 impl CommandService {
@@ -68,6 +84,7 @@ impl CommandService {
             stripes: (0..LOCK_STRIPES)
                 .map(|_| tokio::sync::Mutex::new(()))
                 .collect(),
+            heads: moka::sync::Cache::new(HEADS),
         }
     }
 
@@ -110,12 +127,35 @@ impl CommandService {
             return Ok(outcome);
         }
         let mut attempt = 0;
+        let mut use_head = true;
         loop {
             attempt += 1;
-            let mut loaded = self.store.load(aggregate_id).await?;
+            let head = if use_head {
+                self.heads.get(aggregate_id)
+            } else {
+                None
+            };
+            use_head = false;
+            let (mut loaded, previous) = match &head {
+                Some(head) => (
+                    AggregateContext {
+                        aggregate_id: aggregate_id.to_owned(),
+                        aggregate: head.aggregate.clone(),
+                        current_sequence: head.version as usize,
+                        current_snapshot: None,
+                    },
+                    Some(head.link.clone()),
+                ),
+                None => (self.store.load(aggregate_id).await?, None),
+            };
             let current = loaded.current_sequence as u64;
             if let Some(expected) = context.expected_version {
                 if expected != current {
+                    if head.is_some() {
+                        // Our head may be behind another node's write: ask the store.
+                        self.heads.invalidate(aggregate_id);
+                        continue;
+                    }
                     return Err(CommandError::StaleVersion {
                         expected,
                         actual: current,
@@ -138,11 +178,24 @@ impl CommandService {
             // The link needs the previous event as stored, which cannot change under us:
             // if another writer appended meanwhile, the commit fails as a conflict and the
             // next attempt links to the newer event.
-            let metadata = self
-                .chained_metadata(aggregate_id, current, &events, &context.metadata)
-                .await?;
+            let previous = match previous {
+                Some(link) => link,
+                None => self.previous_link(aggregate_id, current).await?,
+            };
+            let metadata =
+                chained_metadata(aggregate_id, current, &events, &context.metadata, &previous)?;
+            let next = loaded.aggregate.clone();
             match self.store.commit(events, loaded, &metadata).await {
                 Ok(committed) => {
+                    if let (Some(link), Some(last)) = (&metadata.chain, committed.last()) {
+                        let head = Head {
+                            aggregate: next,
+                            version: last.sequence,
+                            link: link.clone(),
+                        };
+                        self.heads.insert(aggregate_id.to_owned(), Arc::new(head));
+                        self.store.notify(aggregate_id, last.sequence);
+                    }
                     self.apply_to_read_models(&committed).await;
                     tracing::info!(
                         version = current + committed.len() as u64,
@@ -156,6 +209,7 @@ impl CommandService {
                     });
                 }
                 Err(err) => {
+                    self.heads.invalidate(aggregate_id);
                     // A concurrent retry with the same Idempotency-Key may be what beat
                     // us (the store's unique index refuses the second write).
                     if let Some(outcome) = self.replay_if_retry(&context.metadata).await? {
@@ -184,49 +238,6 @@ impl CommandService {
                 }
             }
         }
-    }
-
-    /// The command's metadata with the tamper-evidence link of the one event it records
-    /// (see `chain.rs`). `ClientKey::decide` yields at most one event per command, which is
-    /// what lets one metadata map carry the event's own link.
-    async fn chained_metadata(
-        &self,
-        aggregate_id: &str,
-        current: u64,
-        events: &[ClientKeyEvent],
-        metadata: &EventMetadata,
-    ) -> Result<EventMetadata, StoreError> {
-        let [event] = events else {
-            return Err(StoreError::Other(
-                format!(
-                    "a command recorded {} events; the chain needs one",
-                    events.len()
-                )
-                .into(),
-            ));
-        };
-        let previous = self.previous_link(aggregate_id, current).await?;
-        let mut metadata = EventMetadata {
-            chain: None,
-            ..metadata.clone()
-        };
-        let encode = |e: serde_json::Error| StoreError::Other(Box::new(e));
-        // Exactly what cqrs-es will store: the serialized event and the string map.
-        let payload = serde_json::to_value(event).map_err(encode)?;
-        let stored_metadata = serde_json::to_value(metadata.to_map()).map_err(encode)?;
-        let link = chain::Hasher::default().link(
-            &previous,
-            &chain::LinkInput {
-                aggregate_id,
-                sequence: current + 1,
-                event_type: &event.event_type(),
-                event_version: &event.event_version(),
-                payload: &payload,
-                metadata: &stored_metadata,
-            },
-        );
-        metadata.chain = Some(link);
-        Ok(metadata)
     }
 
     /// The link of the key's event at `current`. Events written before the chain existed
@@ -291,4 +302,46 @@ impl CommandService {
         }
         Ok(())
     }
+}
+
+/// The command's metadata with the tamper-evidence link of the one event it records
+/// (see `chain.rs`). `ClientKey::decide` yields at most one event per command, which is
+/// what lets one metadata map carry the event's own link.
+fn chained_metadata(
+    aggregate_id: &str,
+    current: u64,
+    events: &[ClientKeyEvent],
+    metadata: &EventMetadata,
+    previous: &str,
+) -> Result<EventMetadata, StoreError> {
+    let [event] = events else {
+        return Err(StoreError::Other(
+            format!(
+                "a command recorded {} events; the chain needs one",
+                events.len()
+            )
+            .into(),
+        ));
+    };
+    let mut metadata = EventMetadata {
+        chain: None,
+        ..metadata.clone()
+    };
+    let encode = |e: serde_json::Error| StoreError::Other(Box::new(e));
+    // Exactly what cqrs-es will store: the serialized event and the string map.
+    let payload = serde_json::to_value(event).map_err(encode)?;
+    let stored_metadata = serde_json::to_value(metadata.to_map()).map_err(encode)?;
+    let link = chain::Hasher::default().link(
+        previous,
+        &chain::LinkInput {
+            aggregate_id,
+            sequence: current + 1,
+            event_type: &event.event_type(),
+            event_version: &event.event_version(),
+            payload: &payload,
+            metadata: &stored_metadata,
+        },
+    );
+    metadata.chain = Some(link);
+    Ok(metadata)
 }

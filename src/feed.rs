@@ -5,9 +5,11 @@
 //! - **Cross-node feed** ([`spawn`], PostgreSQL only; SQLite is single-node): cqrs-es
 //!   dispatches a committed event only inside the process that wrote it, so every node
 //!   also reads what the others wrote, two ways:
-//!   - *wake-ups*: an `AFTER INSERT` trigger on `events` runs
-//!     `pg_notify('widget_auth_events', '<aggregate_id>:<sequence>')`, delivered at
-//!     commit. A dedicated [`PgListener`] task forwards each one; the feed compares it
+//!   - *wake-ups*: the node that committed an event sends
+//!     `pg_notify('widget_auth_events', '<aggregate_id>:<sequence>')` right after the
+//!     commit (`Store::notify`; not a trigger, which would serialise every commit on
+//!     PostgreSQL's notification lock, see `migrations/postgres/0004_notify_after_commit.sql`).
+//!     A dedicated [`PgListener`] task forwards each one; the feed compares it
 //!     with the directory's version of that key and loads only the missing events. This
 //!     is the fast path (a few milliseconds).
 //!   - *catch-up*: NOTIFY is only a hint (a node that was disconnected never gets what

@@ -663,6 +663,27 @@ impl Store {
             .collect()
     }
 
+    /// Wakes every other node's feed for this key's new event, after the commit and off
+    /// the command's path (see `migrations/postgres/0004_notify_after_commit.sql`).
+    /// A lost notification only delays another node until its next catch-up.
+    pub fn notify(&self, aggregate_id: &str, sequence: u64) {
+        let Self::Postgres { pool, .. } = self else {
+            return;
+        };
+        let (pool, payload) = (pool.clone(), format!("{aggregate_id}:{sequence}"));
+        tokio::spawn(async move {
+            count_query();
+            let sent = sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(crate::feed::CHANNEL)
+                .bind(&payload)
+                .execute(&pool)
+                .await;
+            if let Err(err) = sent {
+                tracing::debug!(error = %err, "NOTIFY not sent; other nodes catch up instead");
+            }
+        });
+    }
+
     pub async fn close(&self) {
         on_pool!(self, |pool| pool.close().await)
     }

@@ -187,11 +187,8 @@ async fn the_catch_up_never_checkpoints_past_an_event_still_being_committed() {
     b.wait_for_version(&x, 2, CONVERGE).await;
     b.wait_for_version(&y, 1, CONVERGE).await;
 
+    // Rows inserted by hand send no wake-up: only the catch-up can deliver them.
     let mut sql = deployment.sql().await;
-    sqlx::query("ALTER TABLE events DISABLE TRIGGER events_notify")
-        .execute(&mut sql)
-        .await
-        .expect("disable the wake-ups");
     // X's third event takes its global position now and commits last.
     let mut slow = sql.begin().await.expect("begin");
     sqlx::query(
@@ -391,6 +388,50 @@ async fn a_node_killed_right_after_a_commit_loses_nothing() {
         "the restarted node replayed it"
     );
     assert_eq!(sequences(&a, &id).await, vec![1, 2]);
+    drop((a, b));
+    deployment.cleanup().await;
+}
+
+/// A node decides from its own last write of a key when it can; when another node wrote
+/// since, it must notice (conflict or version check) and decide on the stored state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_overtaken_by_another_decides_on_the_stored_state() {
+    let deployment = Deployment::on_shared_server().await;
+    let (a, b) = tokio::join!(deployment.node("a"), deployment.node("b"));
+    let id = a.create_key("Acme").await;
+    let version = |body: &Value| body["version"].as_u64().expect("version");
+    let (status, body) = status_json(a.command(&id, rename("A"), &[]).await).await;
+    assert_eq!((status, version(&body)), (StatusCode::OK, 2));
+    b.wait_for_version(&id, 2, CONVERGE).await;
+    let (status, body) = status_json(b.command(&id, rename("B"), &[]).await).await;
+    assert_eq!((status, version(&body)), (StatusCode::OK, 3));
+
+    // A last wrote version 2; the client knows version 3 and says so.
+    let mut expecting = rename("A again");
+    expecting["expected_version"] = json!(3);
+    let (status, body) = status_json(a.command(&id, expecting, &[]).await).await;
+    assert_eq!((status, version(&body)), (StatusCode::OK, 4), "{body}");
+
+    // B is behind A now; without an expected version it retries on fresh state.
+    let (status, body) = status_json(b.command(&id, rename("B again"), &[]).await).await;
+    assert_eq!((status, version(&body)), (StatusCode::OK, 5), "{body}");
+    let mut stale = rename("stale");
+    stale["expected_version"] = json!(4);
+    let (status, body) = status_json(a.command(&id, stale, &[]).await).await;
+    assert_eq!(
+        (status, body["error"].clone()),
+        (StatusCode::CONFLICT, json!("version_conflict"))
+    );
+
+    a.wait_for_version(&id, 5, CONVERGE).await;
+    assert_eq!(sequences(&a, &id).await, vec![1, 2, 3, 4, 5]);
+    let verify = a.get("/internal/v1/audit/verify").await;
+    let (status, report) = status_json(verify).await;
+    assert_eq!(
+        (status, report["broken"].clone()),
+        (StatusCode::OK, Value::Null),
+        "{report}"
+    );
     drop((a, b));
     deployment.cleanup().await;
 }
