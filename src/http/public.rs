@@ -6,9 +6,11 @@
 
 use std::sync::Arc;
 
-use axum::extract::{FromRequestParts, Query, Request, State};
+use std::borrow::Cow;
+
+use axum::extract::{FromRequestParts, Request, State};
 use axum::http::request::Parts;
-use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -203,17 +205,27 @@ fn authorize_browser(
     })
 }
 
-#[derive(Deserialize)]
-struct ConfigQuery {
-    client_key: Option<String>,
+/// `client_key` from the query string. Keys are base62, so the common case borrows the
+/// raw text; anything percent- or plus-encoded goes through the form decoder.
+fn client_key_param(uri: &Uri) -> Option<Cow<'_, str>> {
+    let raw = uri
+        .query()?
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("client_key="))?;
+    if raw.contains(['%', '+']) {
+        return url::form_urlencoded::parse(format!("client_key={raw}").as_bytes())
+            .next()
+            .map(|(_, value)| Cow::Owned(value.into_owned()));
+    }
+    Some(Cow::Borrowed(raw))
 }
 
 async fn config(
     State(state): State<AppState>,
-    query: Result<Query<ConfigQuery>, axum::extract::rejection::QueryRejection>,
+    uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let client_key = query.ok().and_then(|Query(q)| q.client_key);
+    let client_key = client_key_param(&uri);
     let allowed = authorize_browser(&state, client_key.as_deref(), &headers)?;
     let view = &allowed.view;
     let etag = HeaderValue::from_str(view.etag()).map_err(|e| ApiError::internal(&e))?;

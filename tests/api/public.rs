@@ -102,6 +102,22 @@ async fn config_is_served_to_allowed_origins_with_cors_and_an_etag(store: StoreK
         header(&revalidated, "access-control-allow-origin"),
         Some(ORIGIN)
     );
+    let encoded = format!(
+        "/api/v1/widget/config?x=1&client_key={}",
+        pk(&key).replacen('_', "%5F", 1)
+    );
+    let decoded = app
+        .http
+        .get(app.public(&encoded))
+        .header("origin", ORIGIN)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(
+        decoded.status(),
+        StatusCode::OK,
+        "a percent-encoded key is decoded"
+    );
 
     app.command(
         id(&key),
