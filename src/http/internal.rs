@@ -41,7 +41,7 @@ pub fn router(state: AppState) -> Router {
         .route("/audit/verify", get(verify_chain))
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .route_layer(middleware::from_fn_with_state(state.clone(), require_admin));
-    let router = Router::new()
+    Router::new()
         .nest("/internal/v1", v1)
         .merge(super::probes())
         .route("/metrics", get(crate::metrics::render))
@@ -51,8 +51,9 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             crate::metrics::count_internal,
         ))
-        .with_state(state);
-    super::with_request_span(router)
+        // Outermost: the request id must exist before the admin check and handlers.
+        .layer(middleware::from_fn(super::request_span))
+        .with_state(state)
 }
 
 async fn require_admin(State(state): State<AppState>, request: Request, next: Next) -> Response {

@@ -45,7 +45,7 @@ const BROWSER_PATHS: [&str; 4] = [
 ];
 
 pub fn router(state: AppState) -> Router {
-    let router = Router::new()
+    Router::new()
         .route(BROWSER_PATHS[0], get(config))
         .route(BROWSER_PATHS[1], post(guest))
         .route(BROWSER_PATHS[2], post(exchange))
@@ -58,8 +58,7 @@ pub fn router(state: AppState) -> Router {
         // One middleware for everything the public edge adds: every layer here is cloned
         // and polled for each request on the hot path.
         .layer(middleware::from_fn_with_state(state.clone(), public_edge))
-        .with_state(state);
-    super::with_request_span(router)
+        .with_state(state)
 }
 
 /// What every public response passes through:
@@ -68,27 +67,31 @@ pub fn router(state: AppState) -> Router {
 /// - preflights answer here (they carry no body, so no client key: the per-key
 ///   allowlist is enforced on the actual request);
 /// - browser endpoints get `Vary: Origin` on every response, errors included;
-/// - errors become the contract's plain-text sentences; responses are counted.
+/// - errors become the contract's plain-text sentences; responses are counted;
+/// - all of it inside the request span (request id, method, route, status, latency).
 async fn public_edge(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let path = request.uri().path();
-    let browser = BROWSER_PATHS.contains(&path);
-    let response = if browser && request.method() == Method::OPTIONS {
-        preflight(request.headers())
-    } else if path.starts_with("/api/") && !state.directory.is_ready() {
-        ApiError::unavailable("starting up; retry shortly").into_response()
-    } else {
-        next.run(request).await
-    };
-    let mut response = to_plain_text(response);
-    if browser {
+    super::in_request_span(request, |request| async move {
+        let path = request.uri().path();
+        let browser = BROWSER_PATHS.contains(&path);
+        let response = if browser && request.method() == Method::OPTIONS {
+            preflight(request.headers())
+        } else if path.starts_with("/api/") && !state.directory.is_ready() {
+            ApiError::unavailable("starting up; retry shortly").into_response()
+        } else {
+            next.run(request).await
+        };
+        let mut response = to_plain_text(response);
+        if browser {
+            response
+                .headers_mut()
+                .append(header::VARY, HeaderValue::from_static("Origin"));
+        }
+        state
+            .metrics
+            .response(Listener::Public, response.status().as_u16());
         response
-            .headers_mut()
-            .append(header::VARY, HeaderValue::from_static("Origin"));
-    }
-    state
-        .metrics
-        .response(Listener::Public, response.status().as_u16());
-    response
+    })
+    .await
 }
 
 fn preflight(request: &HeaderMap) -> Response {
