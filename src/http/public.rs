@@ -277,8 +277,11 @@ struct SessionResponse {
     visitor_id: Option<String>,
 }
 
+/// 128 random bits as 32 hex digits (a token's `jti`, a refresh family, a guest id),
+/// from the thread-local CSPRNG: a UUID v4 would make a `getrandom` system call for
+/// each, three per guest token.
 fn new_id() -> String {
-    uuid::Uuid::new_v4().simple().to_string()
+    format!("{:032x}", rand::random::<u128>())
 }
 
 fn claims(
