@@ -30,6 +30,8 @@ pub struct Settings {
     pub database_url: Option<SecretString>,
     /// `WIDGET_AUTH_RATE_LIMITS=off` turns the abuse limits off.
     pub rate_limits: bool,
+    /// Most PostgreSQL connections this node opens (`WIDGET_AUTH_DB_MAX_CONNECTIONS`).
+    pub db_max_connections: u32,
     /// `iss` of every token we mint and the only issuer we accept (`WIDGET_AUTH_ISSUER`).
     pub issuer: String,
 }
@@ -75,6 +77,17 @@ impl Settings {
             signing_key_file: get("WIDGET_AUTH_SIGNING_KEY_FILE").map(PathBuf::from),
             database_url: get("DATABASE_URL").map(SecretString::from),
             rate_limits,
+            db_max_connections: match get("WIDGET_AUTH_DB_MAX_CONNECTIONS") {
+                None => crate::store::DEFAULT_PG_CONNECTIONS,
+                Some(value) => value
+                    .parse()
+                    .ok()
+                    .filter(|n| (2..=1000).contains(n))
+                    .ok_or_else(|| ConfigError {
+                        variable: "WIDGET_AUTH_DB_MAX_CONNECTIONS",
+                        problem: format!("must be a number from 2 to 1000, not `{value}`"),
+                    })?,
+            },
             issuer: get("WIDGET_AUTH_ISSUER").unwrap_or_else(|| "widget-auth".to_owned()),
         })
     }

@@ -110,9 +110,13 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningApp> {
     }
     let tokens = Arc::new(load_signing_keys(&settings)?);
     let store = Arc::new(
-        Store::open(settings.database_url_str(), &settings.data_dir)
-            .await
-            .context("opening the event store")?,
+        Store::open_with_pool(
+            settings.database_url_str(),
+            &settings.data_dir,
+            settings.db_max_connections,
+        )
+        .await
+        .context("opening the event store")?,
     );
     migrate_when_reachable(&store).await?;
     let directory = Arc::new(Directory::new());

@@ -39,6 +39,9 @@ pub fn store_queries() -> u64 {
     STORE_QUERIES.load(Ordering::Relaxed)
 }
 
+/// PostgreSQL connections per node unless `WIDGET_AUTH_DB_MAX_CONNECTIONS` says otherwise.
+pub const DEFAULT_PG_CONNECTIONS: u32 = 16;
+
 /// How long a request waits for a database connection before the store counts as down.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -322,6 +325,17 @@ macro_rules! on_pool {
 impl Store {
     /// PostgreSQL from a `postgres://` URL; otherwise the embedded SQLite file in `data_dir`.
     pub async fn open(database_url: Option<&str>, data_dir: &Path) -> Result<Self, StoreError> {
+        Self::open_with_pool(database_url, data_dir, DEFAULT_PG_CONNECTIONS).await
+    }
+
+    /// Like [`Store::open`], with at most `pg_connections` PostgreSQL connections: admin
+    /// command throughput grows with it (each commit waits for its WAL flush, and more
+    /// commits in flight share one flush), up to the server's `max_connections`.
+    pub async fn open_with_pool(
+        database_url: Option<&str>,
+        data_dir: &Path,
+        pg_connections: u32,
+    ) -> Result<Self, StoreError> {
         match database_url {
             Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
                 let options: PgConnectOptions = url.parse().map_err(|e: sqlx::Error| {
@@ -330,7 +344,7 @@ impl Store {
                     )
                 })?;
                 let pool = PgPoolOptions::new()
-                    .max_connections(16)
+                    .max_connections(pg_connections.max(2))
                     .acquire_timeout(ACQUIRE_TIMEOUT)
                     .connect_lazy_with(options);
                 let events = PersistedEventStore::new_event_store(PostgresEventRepository::new(
