@@ -221,6 +221,13 @@ fn upcast(serialized: SerializedEvent) -> SerializedEvent {
 const COLUMNS: &str = "aggregate_id, sequence, event_type, event_version, \
      CAST(payload AS TEXT) AS payload, CAST(metadata AS TEXT) AS metadata";
 
+/// Every event of every key, by key then sequence (the start-up replay, verify).
+static REPLAY_SQL: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT {COLUMNS} FROM events WHERE aggregate_type = $1 ORDER BY aggregate_id, sequence"
+    )
+});
+
 /// One row of the events table, whichever database it came from, as stored.
 fn decode_row<R>(row: &R) -> Result<SerializedEvent, StoreError>
 where
@@ -561,11 +568,8 @@ impl Store {
     /// Streamed, so a million events never sit in memory as rows.
     pub fn replay_all(&self) -> BoxStream<'_, Result<RecordedEvent, StoreError>> {
         count_query();
-        const SQL: &str = "SELECT aggregate_id, sequence, event_type, event_version, \
-             CAST(payload AS TEXT) AS payload, CAST(metadata AS TEXT) AS metadata \
-             FROM events WHERE aggregate_type = $1 ORDER BY aggregate_id, sequence";
         let aggregate_type = <ClientKey as cqrs_es::Aggregate>::TYPE;
-        on_pool!(self, |pool| sqlx::query(SQL)
+        on_pool!(self, |pool| sqlx::query(&REPLAY_SQL)
             .bind(aggregate_type)
             .fetch(pool)
             .map(|row| {
@@ -578,11 +582,8 @@ impl Store {
     /// [`Store::replay_all`] as stored (not upcast): what verify hashes.
     pub fn replay_raw(&self) -> BoxStream<'_, Result<SerializedEvent, StoreError>> {
         count_query();
-        const SQL: &str = "SELECT aggregate_id, sequence, event_type, event_version, \
-             CAST(payload AS TEXT) AS payload, CAST(metadata AS TEXT) AS metadata \
-             FROM events WHERE aggregate_type = $1 ORDER BY aggregate_id, sequence";
         let aggregate_type = <ClientKey as cqrs_es::Aggregate>::TYPE;
-        on_pool!(self, |pool| sqlx::query(SQL)
+        on_pool!(self, |pool| sqlx::query(&REPLAY_SQL)
             .bind(aggregate_type)
             .fetch(pool)
             .map(|row| row

@@ -44,8 +44,9 @@ fn start_ours(
         .env("WIDGET_AUTH_INTERNAL_ADDR", format!("127.0.0.1:{internal}"))
         .env("WIDGET_AUTH_ADMIN_TOKEN", &admin_token)
         .env("WIDGET_AUTH_RATE_LIMITS", "off")
-        // As many connections as pgbench gets: the comparison is at the same concurrency.
-        .env("WIDGET_AUTH_DB_MAX_CONNECTIONS", "64")
+        // Pool size for the admin comparison: pgbench's 64 clients plus these must fit
+        // in PostgreSQL's default 100 connections (the pool stays open while pgbench runs).
+        .env("WIDGET_AUTH_DB_MAX_CONNECTIONS", "30")
         .env("WIDGET_AUTH_LOG_FORMAT", "json")
         .env("RUST_LOG", log)
         .stdout(Stdio::piped())

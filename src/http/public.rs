@@ -573,19 +573,33 @@ async fn exchange(
             return Err(ApiError::bad_request("visitor token already exchanged"))
         }
     }
-    let identity = Identity {
-        sub: claims.sub.clone(),
-        guest: false,
-        name: claims.name,
-        email: claims.email,
-    };
-    let mut pair = session_pair(&state, &view, &identity, &origin, None)?;
-    pair.visitor_id = Some(claims.sub);
+    let visitor_id = claims.sub.clone();
     let allowed = Allowed {
         view,
         origin_header,
         origin,
     };
+    session_response(&state, &allowed, claims, false, None, Some(visitor_id))
+}
+
+/// The session (and refresh token) answering an exchange or a refresh, for the identity
+/// the presented token carries.
+fn session_response(
+    state: &AppState,
+    allowed: &Allowed,
+    presented: Claims,
+    guest: bool,
+    family: Option<String>,
+    visitor_id: Option<String>,
+) -> Result<Response, ApiError> {
+    let identity = Identity {
+        sub: presented.sub,
+        guest,
+        name: presented.name,
+        email: presented.email,
+    };
+    let mut pair = session_pair(state, &allowed.view, &identity, &allowed.origin, family)?;
+    pair.visitor_id = visitor_id;
     Ok(allowed.cors(token_response(&pair)))
 }
 
@@ -643,19 +657,13 @@ async fn refresh(
             ));
         }
     }
-    let identity = Identity {
-        sub: claims.sub,
-        guest: claims.guest.unwrap_or(false),
-        name: claims.name,
-        email: claims.email,
-    };
-    let pair = session_pair(&state, &view, &identity, &origin, Some(family))?;
+    let guest = claims.guest.unwrap_or(false);
     let allowed = Allowed {
         view,
         origin_header,
         origin,
     };
-    Ok(allowed.cors(token_response(&pair)))
+    session_response(&state, &allowed, claims, guest, Some(family), None)
 }
 
 async fn jwks(State(state): State<AppState>) -> Response {
