@@ -223,13 +223,12 @@ fn client_key_param(uri: &Uri) -> Option<Cow<'_, str>> {
     Some(Cow::Borrowed(raw))
 }
 
-async fn config(
-    State(state): State<AppState>,
-    uri: Uri,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    let client_key = client_key_param(&uri);
-    let allowed = authorize_browser(&state, client_key.as_deref(), &headers)?;
+/// Takes the whole request to read its URI and headers in place: the `Uri` and
+/// `HeaderMap` extractors would clone both on the busiest endpoint.
+async fn config(State(state): State<AppState>, request: Request) -> Result<Response, ApiError> {
+    let (uri, headers) = (request.uri(), request.headers());
+    let client_key = client_key_param(uri);
+    let allowed = authorize_browser(&state, client_key.as_deref(), headers)?;
     let view = &allowed.view;
     let etag = HeaderValue::from_str(view.etag()).map_err(|e| ApiError::internal(&e))?;
     let not_modified = headers
