@@ -844,5 +844,8 @@ fn render(
         );
     }
     let _ = writeln!(out, "\n(The load-test server, with {} keys and every token ledger write of the run behind it, ended at {} KiB.)", plan.keys, loaded_rss);
+    // The profiles behind the numbers, kept beside the runner so one command writes the
+    // whole report.
+    let _ = write!(out, "\n{}", include_str!("../ANALYSIS.md"));
     out
 }
