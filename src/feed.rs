@@ -36,8 +36,9 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use domain::aggregate::KeyState;
 use futures::StreamExt;
-use projections::{ApplyOutcome, ClientKeyView, Directory, StoredEvent};
+use projections::{ApplyOutcome, ClientKeyView, Directory};
 use sqlx::postgres::PgListener;
 use sqlx::PgPool;
 use tokio::sync::{mpsc, watch};
@@ -72,36 +73,66 @@ pub fn feed_queries() -> u64 {
     FEED_QUERIES.load(Ordering::Relaxed)
 }
 
+/// Folds every stored event into `directory`, one key at a time (the stream is ordered
+/// by key, then sequence): each event is applied by value as it arrives, and each key's
+/// view is rendered once, at the end of its history. Returns the number of events read.
 pub async fn replay_all(store: &Store, directory: &Directory) -> Result<u64, StoreError> {
     let mut events = store.replay_all();
-    let mut current: Vec<StoredEvent> = Vec::new();
+    let mut current: Option<Folding> = None;
     let mut count = 0u64;
     while let Some(recorded) = events.next().await {
         let recorded = recorded?;
         count += 1;
-        if current
-            .first()
-            .is_some_and(|first| first.aggregate_id != recorded.aggregate_id)
-        {
-            install(directory, &current);
-            current.clear();
+        let at = Some(recorded.metadata.at);
+        match current.as_mut() {
+            Some(key) if key.id == recorded.aggregate_id => {
+                if let Some(state) = key.state.as_mut() {
+                    state.apply(recorded.event);
+                }
+                key.version = recorded.sequence;
+                key.updated_at = at.or(key.updated_at);
+            }
+            _ => {
+                if let Some(done) = current.take() {
+                    done.install(directory);
+                }
+                current = Some(Folding {
+                    state: KeyState::created(recorded.event),
+                    id: recorded.aggregate_id,
+                    version: recorded.sequence,
+                    updated_at: at,
+                });
+            }
         }
-        current.push(recorded.to_stored());
     }
-    install(directory, &current);
+    if let Some(done) = current {
+        done.install(directory);
+    }
     Ok(count)
 }
 
-fn install(directory: &Directory, history: &[StoredEvent]) {
-    if history.is_empty() {
-        return;
-    }
-    match ClientKeyView::fold(history) {
-        Some(view) => directory.replace(view),
-        None => tracing::error!(
-            aggregate_id = %history[0].aggregate_id,
-            "stored history does not start with a creation; key not served"
-        ),
+/// One key's history being folded during the replay.
+struct Folding {
+    id: String,
+    /// `None` when the history does not start with a creation.
+    state: Option<KeyState>,
+    version: u64,
+    updated_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+impl Folding {
+    fn install(self, directory: &Directory) {
+        match self.state {
+            Some(state) => directory.replace(ClientKeyView::from_state(
+                state,
+                self.version,
+                self.updated_at,
+            )),
+            None => tracing::error!(
+                aggregate_id = %self.id,
+                "stored history does not start with a creation; key not served"
+            ),
+        }
     }
 }
 
