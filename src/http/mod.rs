@@ -82,6 +82,20 @@ pub async fn request_span(request: Request, next: Next) -> Response {
     in_request_span(request, |request| next.run(request)).await
 }
 
+/// The credential of an `Authorization: Bearer <credential>` header. The scheme is
+/// case-insensitive (RFC 9110 §11.1), so `bearer` from a customer's HTTP client counts.
+pub fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
+    let value = headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    let (scheme, credential) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| credential.trim())
+        .filter(|c| !c.is_empty())
+}
+
 /// `/healthz` and `/readyz`, on both listeners.
 pub fn probes() -> Router<AppState> {
     Router::new()

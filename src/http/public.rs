@@ -407,11 +407,7 @@ impl FromRequestParts<AppState> for SecretKeyAuth {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let presented = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
+        let presented = super::bearer(&parts.headers)
             .ok_or_else(|| ApiError::unauthorized("missing secret key"))?;
         let invalid = || ApiError::unauthorized("invalid secret key");
         let secret = SecretKey::parse(presented.trim()).map_err(|_| invalid())?;

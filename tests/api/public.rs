@@ -605,6 +605,22 @@ async fn user_token_refuses_bad_secret_keys_with_401(store: StoreKind) {
             "secret key does not belong to this client_key".to_owned()
         )
     );
+    let lower_case_scheme = app
+        .http
+        .post(app.public("/api/v1/widget/auth/user-token"))
+        .header(
+            "authorization",
+            format!("bearer {}", key["secret_key"].as_str().expect("sk")),
+        )
+        .json(&body)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(
+        lower_case_scheme.status(),
+        StatusCode::OK,
+        "the scheme is case-insensitive"
+    );
     let basic = app
         .http
         .post(app.public("/api/v1/widget/auth/user-token"))
