@@ -83,6 +83,8 @@ pub fn event_json(recorded: &RecordedEvent) -> Value {
 pub async fn state_at(store: &Store, id: &str, point: Point) -> Result<StateAt, StoreError> {
     let mut events = store.stream_history(id);
     let mut folded: Option<(KeyState, u64, Option<DateTime<Utc>>)> = None;
+    // The link of the last event folded, for the view (see `ClientKeyView::link`).
+    let mut link = None;
     let mut seen_any = false;
     while let Some(recorded) = events.next().await {
         let recorded = recorded?;
@@ -95,6 +97,7 @@ pub async fn state_at(store: &Store, id: &str, point: Point) -> Result<StateAt, 
             break;
         }
         let at = Some(recorded.metadata.at);
+        link = recorded.metadata.chain;
         match folded.as_mut() {
             Some((state, version, updated_at)) => {
                 state.apply(recorded.event);
@@ -110,7 +113,7 @@ pub async fn state_at(store: &Store, id: &str, point: Point) -> Result<StateAt, 
     }
     Ok(match folded {
         Some((state, version, updated_at)) => StateAt::Found(Box::new(ClientKeyView::from_state(
-            state, version, updated_at,
+            state, version, updated_at, link,
         ))),
         None if seen_any => StateAt::NotYetCreated,
         None => StateAt::UnknownKey,

@@ -22,21 +22,6 @@ const MAX_ATTEMPTS: u32 = 10;
 /// the optimistic race is only ever lost to other nodes.
 const LOCK_STRIPES: usize = 1024;
 
-/// Keys whose write-side state this node keeps between commands.
-const HEADS: u64 = 10_000;
-
-/// A key as this node last wrote it: the aggregate after its latest event, that event's
-/// sequence and its chain link. Deciding from it saves the two reads a command would
-/// otherwise make (the history, the previous link); if another node wrote since, the
-/// commit conflicts on the sequence, the entry is dropped and the key is loaded from the
-/// store, so a stale entry costs one retry and never a wrong decision.
-#[derive(Debug)]
-struct Head {
-    aggregate: ClientKey,
-    version: u64,
-    link: String,
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum CommandError {
     #[error(transparent)]
@@ -72,7 +57,6 @@ pub struct CommandService {
     directory: Arc<Directory>,
     services: ClientKeyServices,
     stripes: Arc<[tokio::sync::Mutex<()>]>,
-    heads: moka::sync::Cache<String, Arc<Head>>,
 }
 
 impl CommandService {
@@ -84,7 +68,6 @@ impl CommandService {
             stripes: (0..LOCK_STRIPES)
                 .map(|_| tokio::sync::Mutex::new(()))
                 .collect(),
-            heads: moka::sync::Cache::new(HEADS),
         }
     }
 
@@ -127,33 +110,40 @@ impl CommandService {
             return Ok(outcome);
         }
         let mut attempt = 0;
-        let mut use_head = true;
+        let mut use_view = true;
         loop {
             attempt += 1;
-            let head = if use_head {
-                self.heads.get(aggregate_id)
+            // The read model is the key's state as of its version, folded by the same
+            // domain code, with the link of its last event: deciding from it saves the
+            // two reads a command would otherwise make (the history, the previous link).
+            // If another node wrote since, the commit conflicts on the sequence and the
+            // next attempt loads from the store, so a stale view costs one retry and
+            // never a wrong decision.
+            let view = if use_view {
+                self.directory
+                    .by_id(aggregate_id)
+                    .filter(|view| view.link().is_some())
             } else {
                 None
             };
-            use_head = false;
-            let (mut loaded, previous) = match &head {
-                Some(head) => (
+            use_view = false;
+            let (mut loaded, previous) = match &view {
+                Some(view) => (
                     AggregateContext {
                         aggregate_id: aggregate_id.to_owned(),
-                        aggregate: head.aggregate.clone(),
-                        current_sequence: head.version as usize,
+                        aggregate: ClientKey::from_state(view.state().clone()),
+                        current_sequence: view.version() as usize,
                         current_snapshot: None,
                     },
-                    Some(head.link.clone()),
+                    view.link().map(str::to_owned),
                 ),
                 None => (self.store.load(aggregate_id).await?, None),
             };
             let current = loaded.current_sequence as u64;
             if let Some(expected) = context.expected_version {
                 if expected != current {
-                    if head.is_some() {
-                        // Our head may be behind another node's write: ask the store.
-                        self.heads.invalidate(aggregate_id);
+                    if view.is_some() {
+                        // The view may be behind another node's write: ask the store.
                         continue;
                     }
                     return Err(CommandError::StaleVersion {
@@ -184,16 +174,9 @@ impl CommandService {
             };
             let metadata =
                 chained_metadata(aggregate_id, current, &events, &context.metadata, &previous)?;
-            let next = loaded.aggregate.clone();
             match self.store.commit(events, loaded, &metadata).await {
                 Ok(committed) => {
-                    if let (Some(link), Some(last)) = (&metadata.chain, committed.last()) {
-                        let head = Head {
-                            aggregate: next,
-                            version: last.sequence,
-                            link: link.clone(),
-                        };
-                        self.heads.insert(aggregate_id.to_owned(), Arc::new(head));
+                    if let Some(last) = committed.last() {
                         self.store.notify(aggregate_id, last.sequence);
                     }
                     self.apply_to_read_models(&committed).await;
@@ -209,7 +192,6 @@ impl CommandService {
                     });
                 }
                 Err(err) => {
-                    self.heads.invalidate(aggregate_id);
                     // A concurrent retry with the same Idempotency-Key may be what beat
                     // us (the store's unique index refuses the second write).
                     if let Some(outcome) = self.replay_if_retry(&context.metadata).await? {

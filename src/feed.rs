@@ -47,7 +47,7 @@ use tokio::task::JoinHandle;
 use crate::commands::CommandService;
 use crate::store::{FeedCursor, RecordedEvent, Store, StoreError};
 
-/// The NOTIFY channel the `events_notify` trigger writes to.
+/// The NOTIFY channel wake-ups are sent on (`Store::notify`).
 pub const CHANNEL: &str = "widget_auth_events";
 
 /// How often the feed reads the store for events it was not woken up for.
@@ -91,6 +91,7 @@ pub async fn replay_all(store: &Store, directory: &Directory) -> Result<u64, Sto
                 }
                 key.version = recorded.sequence;
                 key.updated_at = at.or(key.updated_at);
+                key.link = recorded.metadata.chain;
             }
             _ => {
                 if let Some(done) = current.take() {
@@ -101,6 +102,7 @@ pub async fn replay_all(store: &Store, directory: &Directory) -> Result<u64, Sto
                     id: recorded.aggregate_id,
                     version: recorded.sequence,
                     updated_at: at,
+                    link: recorded.metadata.chain,
                 });
             }
         }
@@ -118,6 +120,7 @@ struct Folding {
     state: Option<KeyState>,
     version: u64,
     updated_at: Option<chrono::DateTime<chrono::Utc>>,
+    link: Option<String>,
 }
 
 impl Folding {
@@ -127,6 +130,7 @@ impl Folding {
                 state,
                 self.version,
                 self.updated_at,
+                self.link,
             )),
             None => tracing::error!(
                 aggregate_id = %self.id,
@@ -287,7 +291,7 @@ async fn listen(pool: PgPool, wakes: mpsc::Sender<Wake>, shutdown: watch::Receiv
     }
 }
 
-/// `"<aggregate_id>:<sequence>"`, as the trigger writes it.
+/// `"<aggregate_id>:<sequence>"`, as `Store::notify` sends it.
 fn parse_payload(payload: &str) -> Option<(String, u64)> {
     let (id, sequence) = payload.rsplit_once(':')?;
     Some((id.to_owned(), sequence.parse().ok()?))
@@ -361,20 +365,26 @@ impl Feed {
     async fn catch_up(&mut self) {
         loop {
             FEED_QUERIES.fetch_add(1, Ordering::Relaxed);
-            let batch = self.store.feed_after(self.cursor, CATCH_UP_BATCH).await;
+            let directory = self.directory();
+            let batch = self
+                .store
+                .feed_after(self.cursor, CATCH_UP_BATCH, |aggregate_id, sequence| {
+                    directory
+                        .by_id(aggregate_id)
+                        .is_none_or(|view| view.version() < sequence)
+                })
+                .await;
             match batch {
                 Ok(batch) => {
                     if self.failing {
                         tracing::info!("event store reachable again; feed caught up");
                         self.failing = false;
                     }
-                    let full = batch.len() == CATCH_UP_BATCH as usize;
-                    let Some(last) = batch.last().map(|(cursor, _)| *cursor) else {
+                    let full = batch.rows == CATCH_UP_BATCH as usize;
+                    let Some(last) = batch.last else {
                         return;
                     };
-                    let events: Vec<RecordedEvent> =
-                        batch.into_iter().map(|(_, event)| event).collect();
-                    if !self.apply(&events).await {
+                    if !self.apply(&batch.events).await {
                         // Not past what could not be applied: the next catch-up retries.
                         return;
                     }

@@ -13,6 +13,7 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod feed;
+pub mod group_commit;
 pub mod http;
 pub mod metrics;
 pub mod store;

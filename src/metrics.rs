@@ -76,6 +76,8 @@ impl Metrics {
         }
         let (total, feed) = (crate::store::store_queries(), crate::feed::feed_queries());
         let _ = writeln!(out, "# HELP widget_auth_store_queries_total Calls into the event store: by the cross-node feed, and everything else (requests, start-up replay, maintenance).\n# TYPE widget_auth_store_queries_total counter\nwidget_auth_store_queries_total{{caller=\"feed\"}} {feed}\nwidget_auth_store_queries_total{{caller=\"other\"}} {}", total.saturating_sub(feed));
+        let (groups, grouped) = crate::group_commit::group_commits();
+        let _ = writeln!(out, "# HELP widget_auth_group_commit_statements_total INSERT statements the PostgreSQL group commit sent.\n# TYPE widget_auth_group_commit_statements_total counter\nwidget_auth_group_commit_statements_total {groups}\n# HELP widget_auth_group_commit_events_total Events those statements carried (divided by the statements: the mean group size).\n# TYPE widget_auth_group_commit_events_total counter\nwidget_auth_group_commit_events_total {grouped}");
         let _ = writeln!(out, "# HELP widget_auth_commands_committed_total Admin commands that recorded an event.\n# TYPE widget_auth_commands_committed_total counter\nwidget_auth_commands_committed_total {}", self.commands_committed.load(Ordering::Relaxed));
         out
     }

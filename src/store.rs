@@ -15,13 +15,15 @@ use cqrs_es::persist::{EventUpcaster, PersistedEventStore, SerializedEvent};
 use cqrs_es::{AggregateError, EventStore};
 use domain::{ClientKey, ClientKeyError, ClientKeyEvent};
 use futures::stream::{BoxStream, StreamExt};
-use postgres_es::PostgresEventRepository;
 use projections::StoredEvent;
 use serde::{Deserialize, Serialize};
 use sqlite_es::SqliteEventRepository;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{ColumnIndex, Decode, PgPool, Row, SqlitePool, Type};
+use tokio::sync::mpsc;
+
+use crate::group_commit::GroupCommitRepository;
 
 pub type AggregateContext = cqrs_es::persist::EventStoreAggregateContext<ClientKey>;
 type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -30,7 +32,7 @@ type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 /// with it that the hot path's refusals never reach the store.
 static STORE_QUERIES: AtomicU64 = AtomicU64::new(0);
 
-fn count_query() {
+pub(crate) fn count_query() {
     STORE_QUERIES.fetch_add(1, Ordering::Relaxed);
 }
 
@@ -41,6 +43,9 @@ pub fn store_queries() -> u64 {
 
 /// PostgreSQL connections per node unless `WIDGET_AUTH_DB_MAX_CONNECTIONS` says otherwise.
 pub const DEFAULT_PG_CONNECTIONS: u32 = 16;
+
+/// A pooled PostgreSQL connection idle at least this long is pinged before use.
+const PING_IF_IDLE_FOR: Duration = Duration::from_secs(1);
 
 /// How long a request waits for a database connection before the store counts as down.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
@@ -97,7 +102,7 @@ impl StoreError {
     }
 }
 
-fn is_unavailable(err: &sqlx::Error) -> bool {
+pub(crate) fn is_unavailable(err: &sqlx::Error) -> bool {
     match err {
         sqlx::Error::Io(_)
         | sqlx::Error::Tls(_)
@@ -180,6 +185,7 @@ impl RecordedEvent {
             sequence: self.sequence,
             event: self.event.clone(),
             at: Some(self.metadata.at),
+            link: self.metadata.chain.clone(),
         }
     }
 
@@ -257,6 +263,17 @@ where
     })
 }
 
+/// One read of the cross-node feed ([`Store::feed_after`]).
+#[derive(Debug, Default)]
+pub struct FeedBatch {
+    /// Rows read, wanted or not.
+    pub rows: usize,
+    /// The position of the last row read: the checkpoint once `events` are applied.
+    pub last: Option<FeedCursor>,
+    /// The rows that were wanted, decoded.
+    pub events: Vec<RecordedEvent>,
+}
+
 /// A position in the cross-node feed: the last (transaction id, global position) read.
 /// Ordered like the feed query orders rows.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
@@ -302,7 +319,9 @@ where
 pub enum Store {
     Postgres {
         pool: PgPool,
-        events: PersistedEventStore<PostgresEventRepository, ClientKey>,
+        events: PersistedEventStore<GroupCommitRepository, ClientKey>,
+        /// Wake-ups for other nodes, sent in batches by [`notifier`].
+        notifications: mpsc::UnboundedSender<String>,
     },
     Sqlite {
         pool: SqlitePool,
@@ -353,12 +372,31 @@ impl Store {
                 let pool = PgPoolOptions::new()
                     .max_connections(pg_connections.max(2))
                     .acquire_timeout(ACQUIRE_TIMEOUT)
+                    // sqlx pings every connection it hands out by default: a round trip
+                    // before each statement. A connection in steady use was just proven
+                    // alive by its last statement; one idle for a while may have been cut
+                    // (a database restart), so only that one is pinged, and dropped if
+                    // the ping fails.
+                    .test_before_acquire(false)
+                    .before_acquire(|conn, meta| {
+                        Box::pin(async move {
+                            if meta.idle_for < PING_IF_IDLE_FOR {
+                                return Ok(true);
+                            }
+                            Ok(sqlx::Connection::ping(conn).await.is_ok())
+                        })
+                    })
                     .connect_lazy_with(options);
-                let events = PersistedEventStore::new_event_store(PostgresEventRepository::new(
-                    pool.clone(),
-                ))
-                .with_upcasters(domain::events::upcasters());
-                Ok(Self::Postgres { pool, events })
+                let events =
+                    PersistedEventStore::new_event_store(GroupCommitRepository::new(pool.clone()))
+                        .with_upcasters(domain::events::upcasters());
+                let (notifications, queued) = mpsc::unbounded_channel();
+                tokio::spawn(notifier(pool.clone(), queued));
+                Ok(Self::Postgres {
+                    pool,
+                    events,
+                    notifications,
+                })
             }
             Some(url) if url.starts_with("sqlite:") => {
                 let options: SqliteConnectOptions = url.parse().map_err(|e: sqlx::Error| {
@@ -441,12 +479,13 @@ impl Store {
         context: AggregateContext,
         metadata: &EventMetadata,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
-        count_query();
         let committed = match self {
+            // Counted by the group commit, per statement (one for many commands).
             Self::Postgres { events: store, .. } => {
                 store.commit(events, context, metadata.to_map()).await
             }
             Self::Sqlite { events: store, .. } => {
+                count_query();
                 store.commit(events, context, metadata.to_map()).await
             }
         }
@@ -639,16 +678,19 @@ impl Store {
         })
     }
 
-    /// Events after `cursor` in (txid, global_position) order, from finished transactions
-    /// only, at most `limit`, each with the cursor just past it. PostgreSQL only.
+    /// Events after `cursor` from finished transactions, in feed order, at most `limit`
+    /// rows: the new checkpoint, and the events `wanted` asks for. Only those are decoded:
+    /// most rows a node reads back are its own commands, already applied, and decoding
+    /// them was most of the catch-up's cost under a stream of commands.
     pub async fn feed_after(
         &self,
         cursor: FeedCursor,
         limit: u32,
-    ) -> Result<Vec<(FeedCursor, RecordedEvent)>, StoreError> {
+        wanted: impl Fn(&str, u64) -> bool,
+    ) -> Result<FeedBatch, StoreError> {
         count_query();
         let Self::Postgres { pool, .. } = self else {
-            return Ok(Vec::new());
+            return Ok(FeedBatch::default());
         };
         // The row comparison and the xmin filter together are the transaction-aware
         // high-water mark: see migrations/postgres/0003_feed.sql.
@@ -667,40 +709,58 @@ impl Store {
             .fetch_all(pool)
             .await
             .map_err(StoreError::from_sqlx)?;
-        rows.iter()
-            .map(|row| {
-                let position = FeedCursor {
-                    txid: row.try_get(6).map_err(StoreError::from_sqlx)?,
-                    global_position: row.try_get(7).map_err(StoreError::from_sqlx)?,
-                };
-                Ok((position, RecordedEvent::decode(decode_row(row)?)?))
-            })
-            .collect()
+        let mut batch = FeedBatch {
+            rows: rows.len(),
+            ..FeedBatch::default()
+        };
+        for row in &rows {
+            batch.last = Some(FeedCursor {
+                txid: row.try_get(6).map_err(StoreError::from_sqlx)?,
+                global_position: row.try_get(7).map_err(StoreError::from_sqlx)?,
+            });
+            let aggregate_id: &str = row.try_get(0).map_err(StoreError::from_sqlx)?;
+            let sequence: i64 = row.try_get(1).map_err(StoreError::from_sqlx)?;
+            if wanted(aggregate_id, sequence as u64) {
+                batch.events.push(decode_recorded_row(row)?);
+            }
+        }
+        Ok(batch)
     }
 
     /// Wakes every other node's feed for this key's new event, after the commit and off
     /// the command's path (see `migrations/postgres/0004_notify_after_commit.sql`).
     /// A lost notification only delays another node until its next catch-up.
     pub fn notify(&self, aggregate_id: &str, sequence: u64) {
-        let Self::Postgres { pool, .. } = self else {
-            return;
-        };
-        let (pool, payload) = (pool.clone(), format!("{aggregate_id}:{sequence}"));
-        tokio::spawn(async move {
-            count_query();
-            let sent = sqlx::query("SELECT pg_notify($1, $2)")
-                .bind(crate::feed::CHANNEL)
-                .bind(&payload)
-                .execute(&pool)
-                .await;
-            if let Err(err) = sent {
-                tracing::debug!(error = %err, "NOTIFY not sent; other nodes catch up instead");
-            }
-        });
+        if let Self::Postgres { notifications, .. } = self {
+            // Fails only once the notifier has stopped, at shutdown.
+            let _ = notifications.send(format!("{aggregate_id}:{sequence}"));
+        }
     }
 
     pub async fn close(&self) {
         on_pool!(self, |pool| pool.close().await)
+    }
+}
+
+/// Most wake-ups in one statement.
+const NOTIFY_BATCH: usize = 1024;
+
+/// Sends queued wake-ups, all that have queued in one `pg_notify` statement: every
+/// transaction that notifies takes PostgreSQL's one notification lock at its commit, so
+/// one per command would queue busy writers behind each other again.
+async fn notifier(pool: PgPool, mut queued: mpsc::UnboundedReceiver<String>) {
+    let mut batch = Vec::with_capacity(NOTIFY_BATCH);
+    while queued.recv_many(&mut batch, NOTIFY_BATCH).await > 0 {
+        count_query();
+        let sent = sqlx::query("SELECT pg_notify($1, payload) FROM UNNEST($2::text[]) AS payload")
+            .bind(crate::feed::CHANNEL)
+            .bind(&batch)
+            .execute(&pool)
+            .await;
+        if let Err(err) = sent {
+            tracing::debug!(error = %err, "NOTIFY not sent; other nodes catch up instead");
+        }
+        batch.clear();
     }
 }
 

@@ -48,6 +48,11 @@ struct Args {
     /// nothing about speed) and writes to target/ instead of BENCHMARKS.md.
     #[arg(long)]
     smoke: bool,
+    /// Run only these parts (comma-separated): hot-path scenarios whose name contains
+    /// one of the words, `admin`, `replay`, `memory`. For working on one number; the
+    /// report (to target/ unless --out) leaves the other parts empty.
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
     /// Where to write the report.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -87,6 +92,8 @@ fn main() -> anyhow::Result<()> {
     let out = args.out.clone().unwrap_or_else(|| {
         if args.smoke {
             root.join("target/BENCHMARKS.smoke.md")
+        } else if !args.only.is_empty() {
+            root.join("target/BENCHMARKS.partial.md")
         } else {
             root.join("BENCHMARKS.md")
         }
@@ -113,6 +120,14 @@ pub struct Plan {
     pub replay_events: usize,
     pub memory_keys: Vec<usize>,
     pub smoke: bool,
+    pub only: Vec<String>,
+}
+
+impl Plan {
+    /// Whether the part or hot-path scenario named `name` is to run.
+    pub fn runs(&self, name: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|word| name.contains(word.as_str()))
+    }
 }
 
 fn args_to_plan(args: &Args) -> Plan {
@@ -124,6 +139,7 @@ fn args_to_plan(args: &Args) -> Plan {
         replay_events: args.replay_events,
         memory_keys: args.memory_keys.clone(),
         smoke: args.smoke,
+        only: args.only.clone(),
     }
 }
 

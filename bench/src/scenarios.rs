@@ -217,14 +217,49 @@ fn token_requests(
 
 /// Store calls widget-auth made for anything but its cross-node feed, from `/metrics`.
 async fn store_queries(internal: &str) -> anyhow::Result<u64> {
+    counter(
+        internal,
+        "widget_auth_store_queries_total{caller=\"other\"}",
+    )
+    .await
+}
+
+/// One counter from widget-auth's `/metrics`.
+async fn counter(internal: &str, name: &str) -> anyhow::Result<u64> {
     let text = reqwest::get(format!("{internal}/metrics"))
         .await?
         .text()
         .await?;
     text.lines()
-        .find_map(|l| l.strip_prefix("widget_auth_store_queries_total{caller=\"other\"} "))
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
         .and_then(|n| n.trim().parse().ok())
-        .context("no store query counter in /metrics")
+        .with_context(|| format!("no {name} in /metrics"))
+}
+
+/// What the admin runs cost widget-auth in PostgreSQL statements.
+#[derive(Debug, Default, Clone, Copy)]
+struct CommitCounters {
+    commands: u64,
+    groups: u64,
+    queries: u64,
+}
+
+impl CommitCounters {
+    async fn read(internal: &str) -> anyhow::Result<Self> {
+        Ok(Self {
+            commands: counter(internal, "widget_auth_group_commit_events_total").await?,
+            groups: counter(internal, "widget_auth_group_commit_statements_total").await?,
+            queries: store_queries(internal).await?,
+        })
+    }
+
+    fn since(self, before: Self) -> Self {
+        Self {
+            commands: self.commands - before.commands,
+            groups: self.groups - before.groups,
+            queries: self.queries - before.queries,
+        }
+    }
 }
 
 /// The transaction postgres-es commits an event with (BEGIN, one INSERT into a table
@@ -253,6 +288,7 @@ fn pgbench_script(
     let script = work.join(format!("{name}.sql"));
     std::fs::write(&script, sql)?;
     let output = Command::new("taskset")
+        .env("PGSSLMODE", "disable")
         .args([
             "-c",
             &LOAD_CORE.to_string(),
@@ -418,6 +454,9 @@ pub async fn run_all(plan: &Plan, root: &Path) -> anyhow::Result<String> {
     let mut flood_queries = (0u64, 0u64);
     for round in 0..plan.rounds {
         for (index, scenario) in scenarios.iter_mut().enumerate() {
+            if !plan.runs(scenario.name) {
+                continue;
+            }
             if scenario.name == "exchange" || scenario.name == "refresh" {
                 let kind = if scenario.name == "exchange" {
                     TokenKind::Visitor
@@ -484,7 +523,8 @@ pub async fn run_all(plan: &Plan, root: &Path) -> anyhow::Result<String> {
         .collect();
     let commands_script = request_file(&work, "commands", &commands)?;
     let mut admin = (Vec::new(), Vec::new(), 0u64, Vec::new());
-    for round in 0..plan.rounds {
+    let mut commit_counters = CommitCounters::default();
+    for round in 0..plan.rounds * usize::from(plan.runs("admin")) {
         let order = if round % 2 == 0 {
             [false, true]
         } else {
@@ -496,6 +536,7 @@ pub async fn run_all(plan: &Plan, root: &Path) -> anyhow::Result<String> {
                 if is_ours { "widget-auth" } else { "pgbench" }
             );
             if is_ours {
+                let before = CommitCounters::read(&ours.internal).await?;
                 let run = wrk::run(
                     LOAD_CORE,
                     &ours.internal,
@@ -503,6 +544,10 @@ pub async fn run_all(plan: &Plan, root: &Path) -> anyhow::Result<String> {
                     plan.connections,
                     plan.seconds,
                 )?;
+                let spent = CommitCounters::read(&ours.internal).await?.since(before);
+                commit_counters.commands += spent.commands;
+                commit_counters.groups += spent.groups;
+                commit_counters.queries += spent.queries;
                 admin.2 += run.non_2xx;
                 admin.1.push(run.rps);
             } else {
@@ -525,14 +570,23 @@ pub async fn run_all(plan: &Plan, root: &Path) -> anyhow::Result<String> {
     drop(baseline);
     seed::drop_database(&database).await;
 
-    let replay = measure_replay(plan, root, &work, &pem).await?;
-    let memory = measure_memory(plan, root, &work, &pem).await?;
+    let replay = if plan.runs("replay") {
+        measure_replay(plan, root, &work, &pem).await?
+    } else {
+        Replay::default()
+    };
+    let memory = if plan.runs("memory") {
+        measure_memory(plan, root, &work, &pem).await?
+    } else {
+        Memory::default()
+    };
     let _ = std::fs::remove_dir_all(&work);
     Ok(render(
         plan,
         &comparisons,
         flood_queries,
         &admin,
+        commit_counters,
         &replay,
         &memory,
         seeding,
@@ -540,6 +594,7 @@ pub async fn run_all(plan: &Plan, root: &Path) -> anyhow::Result<String> {
     ))
 }
 
+#[derive(Default)]
 struct Replay {
     events: u64,
     keys: usize,
@@ -664,6 +719,7 @@ fn migrate(root: &Path, database_url: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+#[derive(Default)]
 struct Memory {
     empty_kib: u64,
     loaded: Vec<(usize, u64)>,
@@ -719,6 +775,7 @@ fn render(
     comparisons: &[Comparison],
     flood_queries: (u64, u64),
     admin: &(Vec<f64>, Vec<f64>, u64, Vec<f64>),
+    commits: CommitCounters,
     replay: &Replay,
     memory: &Memory,
     seeding: Duration,
@@ -828,7 +885,9 @@ fn render(
     let (pg, ours, errors, shaped) = admin;
     let admin_ratio = median(ours) / median(pg).max(1e-9);
     let _ = writeln!(out, "\n## Admin commands\n");
-    let _ = writeln!(out, "| | commits/s (median) | ratio to single-row |\n|---|---:|---:|\n| PostgreSQL single-row INSERT (pgbench, {} clients) | {:.0} | 1.00 |\n| PostgreSQL, the transaction postgres-es commits an event with (pgbench: BEGIN, INSERT into a copy of `events`, COMMIT) | {:.0} | {:.2} |\n| widget-auth `change_origins` spread over {} keys ({} connections) | {:.0} | {:.2} |\n\nTarget ≥ 0.5 × single-row — {}. Non-2xx answers: {errors}.", plan.connections, median(pg), median(shaped), median(shaped) / median(pg).max(1e-9), plan.keys, plan.connections, median(ours), admin_ratio, verdict(admin_ratio >= 0.5));
+    let _ = writeln!(out, "| | commits/s (median) | ratio to single-row |\n|---|---:|---:|\n| PostgreSQL single-row INSERT (pgbench, {} clients) | {:.0} | 1.00 |\n| PostgreSQL, one event committed the way postgres-es commits it (pgbench: BEGIN, INSERT into a copy of `events`, COMMIT) | {:.0} | {:.2} |\n| widget-auth `change_origins` spread over {} keys ({} connections) | {:.0} | {:.2} |\n\nTarget ≥ 0.5 × single-row — {}. Non-2xx answers: {errors}.", plan.connections, median(pg), median(shaped), median(shaped) / median(pg).max(1e-9), plan.keys, plan.connections, median(ours), admin_ratio, verdict(admin_ratio >= 0.5));
+    let per_command = |n: u64| n as f64 / commits.commands.max(1) as f64;
+    let _ = writeln!(out, "\nOver the widget-auth runs ({} events committed, from `/metrics`): {} group-commit `INSERT` statements, a mean group of {:.1} events; {:.2} store statements per command in all (the insert, loads of keys this node had not written yet, the batched `NOTIFY`s).", commits.commands, commits.groups, commits.commands as f64 / commits.groups.max(1) as f64, per_command(commits.queries));
     let replay_ratio = median(&replay.ours) / median(&replay.plain).max(1e-9);
     let _ = writeln!(out, "\n## Start-up replay\n");
     let _ = writeln!(out, "{} events ({} keys × 20) seeded straight into PostgreSQL.\n\n| | events/s (median) |\n|---|---:|\n| plain sqlx stream of the same query | {:.0} |\n| widget-auth start-up replay (decode, fold, render, index) | {:.0} |\n\nRatio {:.2}, target ≥ 0.5 — {}.", replay.events, replay.keys, median(&replay.plain), median(&replay.ours), replay_ratio, verdict(replay_ratio >= 0.5));

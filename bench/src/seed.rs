@@ -29,7 +29,11 @@ pub async fn create_database(name: &str) -> anyhow::Result<String> {
     sqlx::query(&format!("CREATE DATABASE {name}"))
         .execute(&mut conn)
         .await?;
-    Ok(format!("postgres://postgres@127.0.0.1:5432/{name}"))
+    // Without TLS, like pgbench below (`PGSSLMODE=disable`): on the loopback interface
+    // encryption measures rustls and OpenSSL, not widget-auth or PostgreSQL.
+    Ok(format!(
+        "postgres://postgres@127.0.0.1:5432/{name}?sslmode=disable"
+    ))
 }
 
 pub async fn drop_database(name: &str) {

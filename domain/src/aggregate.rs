@@ -104,6 +104,11 @@ impl ClientKey {
         key
     }
 
+    /// A created key in a state folded elsewhere (a read model at a known version).
+    pub fn from_state(state: KeyState) -> Self {
+        Self { state: Some(state) }
+    }
+
     /// The decision: at most one event per command, so each event is one operator act
     /// with its own metadata (actor, reason, idempotency key).
     pub fn decide(

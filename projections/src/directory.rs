@@ -1,14 +1,20 @@
 //! The widget directory and the secret key index: every client key's view, reachable by
 //! id, by any public key it accepts and by the hash of any secret key it accepts.
 //!
-//! Reads are lock-free moka lookups. Writes (admin commands, replays, the cross-node
-//! feed) are rare and serialised by one mutex, so a view's read-modify-write and its
-//! index updates never interleave with another write to the same key.
+//! Reads are moka lookups. Writes (admin commands, replays, the cross-node feed) are
+//! serialised by one mutex, so a view's read-modify-write and its index updates never
+//! interleave with another write to the same key.
+//!
+//! The indexes hold a key's [`Slot`], not its view: a change to a key swaps the view in
+//! its slot, and touches an index only when the set of accepted keys changed (creation,
+//! rotation, pruning). Re-inserting every index on every change was most of what
+//! applying an event cost (BENCHMARKS.md, "Admin commands").
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
+use domain::aggregate::KeyState;
 use domain::SecretKeyHash;
 use moka::sync::Cache;
 
@@ -29,11 +35,33 @@ pub enum ApplyOutcome {
 
 type Shared = Arc<ClientKeyView>;
 
+/// One key's current view, shared by every index entry of that key.
+#[derive(Debug)]
+struct Slot(RwLock<Shared>);
+
+impl Slot {
+    fn view(&self) -> Shared {
+        Arc::clone(
+            &self
+                .0
+                .read()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+        )
+    }
+
+    fn set(&self, view: Shared) {
+        *self
+            .0
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = view;
+    }
+}
+
 #[derive(Debug)]
 pub struct Directory {
-    by_id: Cache<String, Shared>,
-    by_public_key: Cache<String, Shared>,
-    by_secret_hash: Cache<SecretKeyHash, Shared>,
+    by_id: Cache<String, Arc<Slot>>,
+    by_public_key: Cache<String, Arc<Slot>>,
+    by_secret_hash: Cache<SecretKeyHash, Arc<Slot>>,
     /// Ordered ids for admin paging; moka cannot iterate in order.
     ids: RwLock<BTreeSet<String>>,
     writer: Mutex<()>,
@@ -66,7 +94,8 @@ impl Directory {
             .writer
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let current = self.by_id.get(stored.aggregate_id.as_str());
+        let slot = self.by_id.get(stored.aggregate_id.as_str());
+        let current = slot.as_ref().map(|slot| slot.view());
         let have = current.as_ref().map_or(0, |view| view.version());
         if stored.sequence <= have {
             return ApplyOutcome::AlreadyApplied;
@@ -94,7 +123,7 @@ impl Directory {
                 }
             },
         };
-        self.install(current, next);
+        self.install(slot, next);
         ApplyOutcome::Applied
     }
 
@@ -105,72 +134,75 @@ impl Directory {
             .writer
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let current = self.by_id.get(view.state().id.as_str());
-        if current
+        let slot = self.by_id.get(view.state().id.as_str());
+        if slot
             .as_ref()
-            .is_some_and(|c| c.version() >= view.version())
+            .is_some_and(|slot| slot.view().version() >= view.version())
         {
             return;
         }
-        self.install(current, view);
+        self.install(slot, view);
     }
 
-    fn install(&self, old: Option<Shared>, new: ClientKeyView) {
+    fn install(&self, slot: Option<Arc<Slot>>, new: ClientKeyView) {
         let new = Arc::new(new);
-        let state = new.state();
-        let id = state.id.as_str().to_owned();
-        let public_keys: Vec<String> = std::iter::once(&state.public_key)
-            .chain(state.previous_public_keys.iter().map(|p| &p.public_key))
-            .map(|k| k.as_str().to_owned())
-            .collect();
-        let secret_hashes: Vec<SecretKeyHash> = std::iter::once(&state.secret_key)
-            .chain(state.previous_secret_keys.iter().map(|p| &p.secret_key))
-            .map(|f| f.hash)
-            .collect();
-        for key in &public_keys {
-            self.by_public_key.insert(key.clone(), new.clone());
-        }
-        for hash in &secret_hashes {
-            self.by_secret_hash.insert(*hash, new.clone());
-        }
-        // Keys dropped by this change (a rotation that pruned an expired one).
-        if let Some(old) = old {
-            let old_state = old.state();
-            let old_public = std::iter::once(&old_state.public_key)
-                .chain(old_state.previous_public_keys.iter().map(|p| &p.public_key));
-            for key in old_public {
-                if !public_keys.iter().any(|k| k == key.as_str()) {
-                    self.by_public_key.invalidate(key.as_str());
-                }
+        let Some(slot) = slot else {
+            let slot = Arc::new(Slot(RwLock::new(Arc::clone(&new))));
+            let state = new.state();
+            for key in public_keys(state) {
+                self.by_public_key.insert(key.to_owned(), Arc::clone(&slot));
             }
-            let old_secrets = std::iter::once(&old_state.secret_key)
-                .chain(old_state.previous_secret_keys.iter().map(|p| &p.secret_key));
-            for fingerprint in old_secrets {
-                if !secret_hashes.contains(&fingerprint.hash) {
-                    self.by_secret_hash.invalidate(&fingerprint.hash);
-                }
+            for hash in secret_hashes(state) {
+                self.by_secret_hash.insert(hash, Arc::clone(&slot));
+            }
+            let id = state.id.as_str().to_owned();
+            self.by_id.insert(id.clone(), slot);
+            self.ids
+                .write()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .insert(id);
+            return;
+        };
+        let old = slot.view();
+        let (old_state, new_state) = (old.state(), new.state());
+        // Keys this change added (a rotation) become reachable only once the slot holds
+        // the view that accepts them; keys it dropped (pruned after their grace) go.
+        slot.set(Arc::clone(&new));
+        for key in public_keys(new_state) {
+            if !public_keys(old_state).any(|k| k == key) {
+                self.by_public_key.insert(key.to_owned(), Arc::clone(&slot));
             }
         }
-        self.by_id.insert(id.clone(), new);
-        self.ids
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .insert(id);
+        for key in public_keys(old_state) {
+            if !public_keys(new_state).any(|k| k == key) {
+                self.by_public_key.invalidate(key);
+            }
+        }
+        for hash in secret_hashes(new_state) {
+            if !secret_hashes(old_state).any(|h| h == hash) {
+                self.by_secret_hash.insert(hash, Arc::clone(&slot));
+            }
+        }
+        for hash in secret_hashes(old_state) {
+            if !secret_hashes(new_state).any(|h| h == hash) {
+                self.by_secret_hash.invalidate(&hash);
+            }
+        }
     }
 
     pub fn by_id(&self, id: &str) -> Option<Shared> {
-        self.by_id.get(id)
+        self.by_id.get(id).map(|slot| slot.view())
     }
 
     /// The key that has (or recently had) this public key. The caller checks the grace
     /// window against its clock with [`domain::aggregate::KeyState::accepts_public_key`].
     pub fn by_public_key(&self, public_key: &str) -> Option<Shared> {
-        self.by_public_key.get(public_key)
+        self.by_public_key.get(public_key).map(|slot| slot.view())
     }
 
     /// The key whose current or previous secret key has this hash.
     pub fn by_secret_hash(&self, hash: &SecretKeyHash) -> Option<Shared> {
-        self.by_secret_hash.get(hash)
+        self.by_secret_hash.get(hash).map(|slot| slot.view())
     }
 
     /// Views in id order, strictly after `after`, at most `limit`.
@@ -185,10 +217,7 @@ impl Directory {
             }
             None => ids.range::<str, _>(..),
         };
-        range
-            .filter_map(|id| self.by_id.get(id.as_str()))
-            .take(limit)
-            .collect()
+        range.filter_map(|id| self.by_id(id)).take(limit).collect()
     }
 
     pub fn len(&self) -> usize {
@@ -210,4 +239,18 @@ impl Directory {
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Acquire)
     }
+}
+
+/// Every public key a key accepts: its current one and those still in grace.
+fn public_keys(state: &KeyState) -> impl Iterator<Item = &str> {
+    std::iter::once(&state.public_key)
+        .chain(state.previous_public_keys.iter().map(|p| &p.public_key))
+        .map(|k| k.as_str())
+}
+
+/// The hashes of every secret key a key accepts.
+fn secret_hashes(state: &KeyState) -> impl Iterator<Item = SecretKeyHash> + '_ {
+    std::iter::once(&state.secret_key)
+        .chain(state.previous_secret_keys.iter().map(|p| &p.secret_key))
+        .map(|f| f.hash)
 }

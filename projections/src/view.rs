@@ -5,6 +5,7 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use domain::aggregate::KeyState;
 use domain::ClientKeyEvent;
+use serde::Serialize;
 use serde_json::json;
 
 /// An event as read back from the store, with its position in the key's history.
@@ -15,6 +16,9 @@ pub struct StoredEvent {
     pub event: ClientKeyEvent,
     /// When the command that recorded it ran (from the event's metadata).
     pub at: Option<DateTime<Utc>>,
+    /// Its tamper-evidence link (from the metadata; `None` on events written before the
+    /// chain existed).
+    pub link: Option<String>,
 }
 
 /// A created client key at some version.
@@ -25,6 +29,10 @@ pub struct ClientKeyView {
     updated_at: Option<DateTime<Utc>>,
     config_body: Bytes,
     etag: String,
+    /// The chain link of the event at `version`, when it has one: the next command on
+    /// this key links to it (see the widget-auth crate's `chain.rs`), so a node deciding
+    /// from this view needs no read to extend the chain.
+    link: Option<String>,
 }
 
 impl ClientKeyView {
@@ -34,19 +42,25 @@ impl ClientKeyView {
         let mut events = events.into_iter();
         let first = events.next()?;
         let mut state = KeyState::created(first.event.clone())?;
-        let (mut version, mut updated_at) = (first.sequence, first.at);
+        let (mut version, mut updated_at, mut link) = (first.sequence, first.at, &first.link);
         for stored in events {
             state.apply(stored.event.clone());
             version = stored.sequence;
             updated_at = stored.at.or(updated_at);
+            link = &stored.link;
         }
-        Some(Self::render(state, version, updated_at))
+        Some(Self::render(state, version, updated_at, link.clone()))
     }
 
     /// A view of a state folded elsewhere (auditors' streamed replays, which apply each
     /// event by value instead of keeping the history to fold it).
-    pub fn from_state(state: KeyState, version: u64, updated_at: Option<DateTime<Utc>>) -> Self {
-        Self::render(state, version, updated_at)
+    pub fn from_state(
+        state: KeyState,
+        version: u64,
+        updated_at: Option<DateTime<Utc>>,
+        link: Option<String>,
+    ) -> Self {
+        Self::render(state, version, updated_at, link)
     }
 
     /// The view after one more event. Pure: the caller decides whether `event` is the
@@ -54,10 +68,20 @@ impl ClientKeyView {
     pub fn apply(&self, stored: &StoredEvent) -> Self {
         let mut state = self.state.clone();
         state.apply(stored.event.clone());
-        Self::render(state, stored.sequence, stored.at.or(self.updated_at))
+        Self::render(
+            state,
+            stored.sequence,
+            stored.at.or(self.updated_at),
+            stored.link.clone(),
+        )
     }
 
-    fn render(state: KeyState, version: u64, updated_at: Option<DateTime<Utc>>) -> Self {
+    fn render(
+        state: KeyState,
+        version: u64,
+        updated_at: Option<DateTime<Utc>>,
+        link: Option<String>,
+    ) -> Self {
         let config_body = Bytes::from(render_config(&state, version));
         let etag = format!("\"{}.{}\"", state.id.as_str(), version);
         Self {
@@ -66,6 +90,7 @@ impl ClientKeyView {
             updated_at,
             config_body,
             etag,
+            link,
         }
     }
 
@@ -75,6 +100,11 @@ impl ClientKeyView {
 
     pub fn version(&self) -> u64 {
         self.version
+    }
+
+    /// The chain link of the event at [`Self::version`], if it has one.
+    pub fn link(&self) -> Option<&str> {
+        self.link.as_deref()
     }
 
     pub fn updated_at(&self) -> Option<DateTime<Utc>> {
@@ -119,19 +149,39 @@ impl ClientKeyView {
 
 fn render_config(state: &KeyState, version: u64) -> Vec<u8> {
     let config = &state.config;
-    let display_name = config.agent.display_name.as_ref().unwrap_or(&state.name);
-    let body = json!({
-        "client_key": state.public_key,
-        "agent": {
-            "display_name": display_name,
-            "avatar_url": config.agent.avatar_url,
+    // Serialized straight from the state it borrows: building a `serde_json::Value`
+    // first cloned every string of the config on each change (and on each key of the
+    // start-up replay).
+    let body = ConfigBody {
+        agent: AgentBody {
+            avatar_url: config.agent.avatar_url.as_ref(),
+            display_name: config.agent.display_name.as_ref().unwrap_or(&state.name),
         },
-        "branding": config.branding,
-        "copy": config.copy,
-        "locale": config.locale,
-        "guests_allowed": state.token_policy.guests_allowed(),
-        "version": version,
-    });
-    // Serializing a `Value` built from plain data cannot fail.
+        branding: &config.branding,
+        client_key: &state.public_key,
+        copy: &config.copy,
+        guests_allowed: state.token_policy.guests_allowed(),
+        locale: &config.locale,
+        version,
+    };
+    // Serializing plain data into memory cannot fail.
     serde_json::to_vec(&body).unwrap_or_default()
+}
+
+/// The public config body (API.md), fields in the order the endpoint has always sent.
+#[derive(Serialize)]
+struct ConfigBody<'a> {
+    agent: AgentBody<'a>,
+    branding: &'a domain::config::Branding,
+    client_key: &'a domain::PublicKey,
+    copy: &'a domain::config::Copy,
+    guests_allowed: bool,
+    locale: &'a domain::Locale,
+    version: u64,
+}
+
+#[derive(Serialize)]
+struct AgentBody<'a> {
+    avatar_url: Option<&'a domain::HttpsUrl>,
+    display_name: &'a domain::Text,
 }

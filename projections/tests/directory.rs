@@ -33,6 +33,7 @@ fn stored(sequence: u64, event: ClientKeyEvent) -> StoredEvent {
         sequence,
         event,
         at: Some(now()),
+        link: None,
     }
 }
 
@@ -201,6 +202,7 @@ fn listing_pages_through_keys_in_id_order() {
             aggregate_id: key_id.as_str().to_owned(),
             sequence: 1,
             at: Some(now()),
+            link: None,
             event: ClientKeyEvent::ClientKeyCreated {
                 id: key_id,
                 name: Text::parse("k").expect("valid"),

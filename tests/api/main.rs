@@ -5,5 +5,6 @@ mod helpers;
 
 mod admin;
 mod audit;
+mod group_commit;
 mod process;
 mod public;
