@@ -805,7 +805,7 @@ fn render(
     let _ = writeln!(out, "Reproduce with `cargo run --release -p bench` (about ten minutes; needs the local PostgreSQL; installs `wrk` from Debian's packages if missing).\n");
     let _ = writeln!(
         out,
-        "Run of {} at commit `{commit}` on {} cores ({cpu}). Each server pinned to core {SERVER_CORE} (only one under load at a time), wrk (1 thread, {} connections) pinned to core {LOAD_CORE}, PostgreSQL 15 unpinned. {} rounds of {} s per side, baseline and widget-auth alternating (order flipped every round); medians reported. widget-auth runs on PostgreSQL with `WIDGET_AUTH_RATE_LIMITS=off`, {} client keys seeded through the admin API ({:.1} s).{}\n",
+        "Run of {} at commit `{commit}` on {} cores ({cpu}). Each server pinned to core {SERVER_CORE} (only one under load at a time), wrk (1 thread, {} connections) pinned to core {LOAD_CORE}, PostgreSQL 15 unpinned. {} rounds of {} s per side, baseline and widget-auth alternating (order flipped every round); medians reported. widget-auth runs on PostgreSQL with `WIDGET_AUTH_RATE_LIMITS=off`; it and pgbench connect to PostgreSQL without TLS (`sslmode=disable`). {} client keys seeded through the admin API ({:.1} s).{}\n",
         chrono::Utc::now().format("%Y-%m-%d %H:%M UTC"),
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
         plan.connections,
