@@ -116,6 +116,9 @@ pub fn has_valid_checksum(s: &str) -> bool {
 pub struct PublicKey(String);
 
 impl PublicKey {
+    /// Every public key has exactly this many bytes (`pk_live_`, 24 random, 6 checksum).
+    pub const LEN: usize = 8 + 24 + CHECKSUM_LEN;
+
     pub fn parse(s: &str) -> Result<Self, KeyFormatError> {
         PUBLIC.check(s)?;
         Ok(Self(s.to_owned()))
@@ -353,6 +356,11 @@ mod tests {
         assert_eq!(key, with_checksum(body));
         assert_eq!(PublicKey::parse(&key).expect("valid").as_str(), key);
         assert!(has_valid_checksum(&key));
+    }
+
+    #[test]
+    fn the_public_key_length_constant_is_the_format_s() {
+        assert_eq!(PublicKey::LEN, PUBLIC.len());
     }
 
     #[test]

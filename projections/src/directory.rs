@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use domain::aggregate::KeyState;
-use domain::SecretKeyHash;
+use domain::{PublicKey, SecretKeyHash};
 use moka::sync::Cache;
 
 use crate::view::{ClientKeyView, StoredEvent};
@@ -57,10 +57,23 @@ impl Slot {
     }
 }
 
+/// A public key's bytes held inline. The index compares whole keys as it probes; with a
+/// `String` key each comparison first follows a pointer to the heap, a cache miss on a
+/// directory of many keys, on the lookup every public request makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct InlineKey([u8; PublicKey::LEN]);
+
+impl InlineKey {
+    /// `None` for text that cannot be a public key (no key is stored under it).
+    fn new(public_key: &str) -> Option<Self> {
+        public_key.as_bytes().try_into().ok().map(Self)
+    }
+}
+
 #[derive(Debug)]
 pub struct Directory {
     by_id: Cache<String, Arc<Slot>>,
-    by_public_key: Cache<String, Arc<Slot>>,
+    by_public_key: Cache<InlineKey, Arc<Slot>>,
     by_secret_hash: Cache<SecretKeyHash, Arc<Slot>>,
     /// Ordered ids for admin paging; moka cannot iterate in order.
     ids: RwLock<BTreeSet<String>>,
@@ -150,7 +163,7 @@ impl Directory {
             let slot = Arc::new(Slot(RwLock::new(Arc::clone(&new))));
             let state = new.state();
             for key in public_keys(state) {
-                self.by_public_key.insert(key.to_owned(), Arc::clone(&slot));
+                self.index_public_key(key, &slot);
             }
             for hash in secret_hashes(state) {
                 self.by_secret_hash.insert(hash, Arc::clone(&slot));
@@ -170,12 +183,14 @@ impl Directory {
         slot.set(Arc::clone(&new));
         for key in public_keys(new_state) {
             if !public_keys(old_state).any(|k| k == key) {
-                self.by_public_key.insert(key.to_owned(), Arc::clone(&slot));
+                self.index_public_key(key, &slot);
             }
         }
         for key in public_keys(old_state) {
             if !public_keys(new_state).any(|k| k == key) {
-                self.by_public_key.invalidate(key);
+                if let Some(key) = InlineKey::new(key) {
+                    self.by_public_key.invalidate(&key);
+                }
             }
         }
         for hash in secret_hashes(new_state) {
@@ -190,6 +205,17 @@ impl Directory {
         }
     }
 
+    fn index_public_key(&self, key: &str, slot: &Arc<Slot>) {
+        match InlineKey::new(key) {
+            Some(inline) => self.by_public_key.insert(inline, Arc::clone(slot)),
+            // Unreachable for a parsed `PublicKey`; logged rather than trusted.
+            None => tracing::error!(
+                len = key.len(),
+                "a public key of unexpected length was not indexed"
+            ),
+        }
+    }
+
     pub fn by_id(&self, id: &str) -> Option<Shared> {
         self.by_id.get(id).map(|slot| slot.view())
     }
@@ -197,7 +223,8 @@ impl Directory {
     /// The key that has (or recently had) this public key. The caller checks the grace
     /// window against its clock with [`domain::aggregate::KeyState::accepts_public_key`].
     pub fn by_public_key(&self, public_key: &str) -> Option<Shared> {
-        self.by_public_key.get(public_key).map(|slot| slot.view())
+        let key = InlineKey::new(public_key)?;
+        self.by_public_key.get(&key).map(|slot| slot.view())
     }
 
     /// The key whose current or previous secret key has this hash.

@@ -362,10 +362,17 @@ async fn with_the_database_stopped_nodes_serve_from_memory_answer_503_and_recove
         let version = body["version"].as_u64().expect("version");
         reader.wait_for_version(&id, version, RECOVERY).await;
     }
-    assert!(
-        b.log().contains("listening for events again"),
-        "node b re-listened"
-    );
+    // The catch-up can deliver the events above before the listener's back-off (up to
+    // 2 s) has let it re-LISTEN, so wait for that separately.
+    let deadline = Instant::now() + RECOVERY;
+    while !b.log().contains("listening for events again") {
+        assert!(
+            Instant::now() < deadline,
+            "node b never re-listened:\n{}",
+            b.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert_eq!(sequences(&a, &id).await, vec![1, 2, 3, 4]);
     drop((a, b));
     deployment.cleanup().await;
