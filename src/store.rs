@@ -354,9 +354,9 @@ impl Store {
         Self::open_with_pool(database_url, data_dir, DEFAULT_PG_CONNECTIONS).await
     }
 
-    /// Like [`Store::open`], with at most `pg_connections` PostgreSQL connections: admin
-    /// command throughput grows with it (each commit waits for its WAL flush, and more
-    /// commits in flight share one flush), up to the server's `max_connections`.
+    /// Like [`Store::open`], with at most `pg_connections` PostgreSQL connections. Commits
+    /// take at most the group committers' few (see `group_commit.rs`); the rest serve the
+    /// token ledger, loads, the feed and audits, whose concurrency grows with it.
     pub async fn open_with_pool(
         database_url: Option<&str>,
         data_dir: &Path,
