@@ -159,49 +159,45 @@ impl Directory {
 
     fn install(&self, slot: Option<Arc<Slot>>, new: ClientKeyView) {
         let new = Arc::new(new);
-        let Some(slot) = slot else {
-            let slot = Arc::new(Slot(RwLock::new(Arc::clone(&new))));
-            let state = new.state();
-            for key in public_keys(state) {
-                self.index_public_key(key, &slot);
+        // Keys a change adds (a rotation) become reachable only once the slot holds the
+        // view that accepts them, so the slot is filled before the indexes change.
+        let (slot, old) = match slot {
+            Some(slot) => {
+                let old = slot.view();
+                slot.set(Arc::clone(&new));
+                (slot, Some(old))
             }
-            for hash in secret_hashes(state) {
-                self.by_secret_hash.insert(hash, Arc::clone(&slot));
+            None => {
+                let slot = Arc::new(Slot(RwLock::new(Arc::clone(&new))));
+                let id = new.state().id.as_str().to_owned();
+                self.by_id.insert(id.clone(), Arc::clone(&slot));
+                self.ids
+                    .write()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner())
+                    .insert(id);
+                (slot, None)
             }
-            let id = state.id.as_str().to_owned();
-            self.by_id.insert(id.clone(), slot);
-            self.ids
-                .write()
-                .unwrap_or_else(|poisoned| poisoned.into_inner())
-                .insert(id);
-            return;
         };
-        let old = slot.view();
-        let (old_state, new_state) = (old.state(), new.state());
-        // Keys this change added (a rotation) become reachable only once the slot holds
-        // the view that accepts them; keys it dropped (pruned after their grace) go.
-        slot.set(Arc::clone(&new));
-        for key in public_keys(new_state) {
-            if !public_keys(old_state).any(|k| k == key) {
-                self.index_public_key(key, &slot);
-            }
+        let old_state = old.as_ref().map(|view| view.state());
+        let (added, dropped) = changes(
+            old_state.into_iter().flat_map(public_keys),
+            public_keys(new.state()),
+        );
+        for key in added {
+            self.index_public_key(key, &slot);
         }
-        for key in public_keys(old_state) {
-            if !public_keys(new_state).any(|k| k == key) {
-                if let Some(key) = InlineKey::new(key) {
-                    self.by_public_key.invalidate(&key);
-                }
-            }
+        for key in dropped.into_iter().filter_map(InlineKey::new) {
+            self.by_public_key.invalidate(&key);
         }
-        for hash in secret_hashes(new_state) {
-            if !secret_hashes(old_state).any(|h| h == hash) {
-                self.by_secret_hash.insert(hash, Arc::clone(&slot));
-            }
+        let (added, dropped) = changes(
+            old_state.into_iter().flat_map(secret_hashes),
+            secret_hashes(new.state()),
+        );
+        for hash in added {
+            self.by_secret_hash.insert(hash, Arc::clone(&slot));
         }
-        for hash in secret_hashes(old_state) {
-            if !secret_hashes(new_state).any(|h| h == hash) {
-                self.by_secret_hash.invalidate(&hash);
-            }
+        for hash in dropped {
+            self.by_secret_hash.invalidate(&hash);
         }
     }
 
@@ -266,6 +262,18 @@ impl Directory {
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Acquire)
     }
+}
+
+/// What a change did to a set of accepted keys: the ones it added and the ones it dropped
+/// (pruned after their grace). Both sets hold a handful of keys at most.
+fn changes<T: PartialEq + Copy>(
+    old: impl Iterator<Item = T>,
+    new: impl Iterator<Item = T>,
+) -> (Vec<T>, Vec<T>) {
+    let (old, new): (Vec<T>, Vec<T>) = (old.collect(), new.collect());
+    let added = new.iter().filter(|k| !old.contains(k)).copied().collect();
+    let dropped = old.into_iter().filter(|k| !new.contains(k)).collect();
+    (added, dropped)
 }
 
 /// Every public key a key accepts: its current one and those still in grace.

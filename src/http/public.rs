@@ -166,8 +166,7 @@ fn key_for_public_key(state: &AppState, public_key: &str) -> Result<Arc<ClientKe
         .directory
         .by_public_key(public_key)
         .ok_or_else(unknown)?;
-    // The current key needs no clock; only one still in its grace window does.
-    if view.state().public_key != parsed && !view.state().accepts_public_key(&parsed, Utc::now()) {
+    if !view.state().accepts_public_key(&parsed, Utc::now) {
         return Err(unknown());
     }
     if view.state().status == KeyStatus::Disabled {
@@ -181,14 +180,18 @@ fn allowed_origin(
     headers: &HeaderMap,
 ) -> Result<(HeaderValue, RequestOrigin), ApiError> {
     let (header, origin) = request_origin(headers)?;
-    if !view.state().origins.allows(&origin) {
-        return Err(origin_not_allowed());
-    }
+    check_origin(view, &origin)?;
     Ok((header, origin))
 }
 
-fn origin_not_allowed() -> ApiError {
-    ApiError::forbidden("origin not in allowlist for this client_key")
+fn check_origin(view: &ClientKeyView, origin: &RequestOrigin) -> Result<(), ApiError> {
+    if view.state().origins.allows(origin) {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden(
+            "origin not in allowlist for this client_key",
+        ))
+    }
 }
 
 fn authorize_browser(
@@ -203,9 +206,7 @@ fn authorize_browser(
     // whatever key it names.
     let (origin_header, origin) = request_origin(headers)?;
     let view = key_for_public_key(state, client_key)?;
-    if !view.state().origins.allows(&origin) {
-        return Err(origin_not_allowed());
-    }
+    check_origin(&view, &origin)?;
     Ok(Allowed {
         view,
         origin_header,
@@ -471,7 +472,7 @@ async fn user_token(
     };
     // The secret key must belong to the client key named in the body.
     let belongs = domain::PublicKey::parse(&client_key)
-        .is_ok_and(|pk| view.state().accepts_public_key(&pk, Utc::now()));
+        .is_ok_and(|pk| view.state().accepts_public_key(&pk, Utc::now));
     if !belongs {
         return Err(ApiError::unauthorized(
             "secret key does not belong to this client_key",
