@@ -2,6 +2,7 @@
 //! Logs are silent unless `TEST_LOG` is set.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::{Response, StatusCode};
@@ -11,11 +12,8 @@ use sqlx::Connection;
 use widget_auth::config::Settings;
 use widget_auth::RunningApp;
 
-/// The shared PostgreSQL server; tests create a database of their own on it.
-pub fn postgres_admin_url() -> String {
-    std::env::var("TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
-}
+pub use crate::common::postgres_admin_url;
+use crate::common::TestDatabase;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StoreKind {
@@ -23,36 +21,24 @@ pub enum StoreKind {
     Postgres,
 }
 
-/// Where a test's data lives; survives restarts of the server within the test.
+/// Where a test's data lives; survives restarts of the server within the test. Its
+/// PostgreSQL database is dropped when the last clone goes, also when the test fails.
 #[derive(Debug, Clone)]
 pub struct TestStore {
     pub data_dir: PathBuf,
     pub database_url: Option<String>,
+    database: Option<Arc<TestDatabase>>,
 }
 
 impl TestStore {
     pub async fn new(kind: StoreKind) -> Self {
         let unique = uuid::Uuid::new_v4().simple().to_string();
         let data_dir = std::env::temp_dir().join(format!("widget-auth-test-{unique}"));
-        let database_url = match kind {
+        let database = match kind {
             StoreKind::Sqlite => None,
-            StoreKind::Postgres => {
-                let admin = postgres_admin_url();
-                let mut conn = sqlx::PgConnection::connect(&admin)
-                    .await
-                    .expect("PostgreSQL is running for the tests");
-                let name = format!("wa_test_{unique}");
-                sqlx::query(&format!("CREATE DATABASE {name}"))
-                    .execute(&mut conn)
-                    .await
-                    .expect("create test database");
-                let base = admin
-                    .rsplit_once('/')
-                    .map_or(admin.as_str(), |(base, _)| base)
-                    .to_owned();
-                Some(format!("{base}/{name}"))
-            }
+            StoreKind::Postgres => Some(Arc::new(TestDatabase::create("wa_test").await)),
         };
+        let database_url = database.as_ref().map(|db| db.url.clone());
         // PostgreSQL deployments must name a shared signing key file; embedded ones
         // generate their own into the data dir.
         std::fs::create_dir_all(&data_dir).expect("data dir");
@@ -63,6 +49,7 @@ impl TestStore {
         Self {
             data_dir,
             database_url,
+            database,
         }
     }
 
@@ -169,13 +156,8 @@ impl TestStore {
 
     pub async fn cleanup(self) {
         let _ = std::fs::remove_dir_all(&self.data_dir);
-        if let Some(url) = &self.database_url {
-            let name = url.rsplit('/').next().unwrap_or_default().to_owned();
-            if let Ok(mut conn) = sqlx::PgConnection::connect(&postgres_admin_url()).await {
-                let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                    .execute(&mut conn)
-                    .await;
-            }
+        if let Some(database) = &self.database {
+            database.drop_now().await;
         }
     }
 }

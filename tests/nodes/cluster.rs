@@ -1,10 +1,10 @@
 //! A throwaway PostgreSQL cluster (initdb + pg_ctl into a temp dir, on a free loopback
 //! port) that a test may stop and start at will without disturbing the shared server.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output};
 
-const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+use crate::common::{free_port, PG_BINDIR};
 
 #[derive(Debug)]
 pub struct Cluster {
@@ -20,13 +20,6 @@ fn is_root() -> bool {
         .arg("-u")
         .output()
         .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).trim() == "0")
-}
-
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
 }
 
 impl Cluster {
@@ -80,7 +73,7 @@ impl Cluster {
     }
 
     fn pg(&self, tool: &str, args: &[&str]) -> Output {
-        let program = Path::new(PG_BIN).join(tool);
+        let program = PG_BINDIR.join(tool);
         let mut command = if self.run_as_postgres {
             let mut command = Command::new("runuser");
             command.args(["-u", "postgres", "--"]).arg(program);
@@ -92,7 +85,7 @@ impl Cluster {
             .args(args)
             .current_dir(&self.root)
             .output()
-            .expect("PostgreSQL tools in /usr/lib/postgresql/15/bin")
+            .unwrap_or_else(|e| panic!("PostgreSQL tools in {}: {e}", PG_BINDIR.display()))
     }
 
     fn try_start(&self) -> bool {

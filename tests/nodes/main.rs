@@ -7,6 +7,8 @@
 //! others use a fresh database on the shared server. Every wait is a bounded poll.
 
 mod cluster;
+#[path = "../common/mod.rs"]
+mod common;
 mod node;
 
 use std::sync::Arc;

@@ -10,6 +10,7 @@ use serde_json::{json, Value};
 use sqlx::Connection;
 
 use crate::cluster::Cluster;
+use crate::common::TestDatabase;
 
 /// What the nodes of one test share.
 #[derive(Debug)]
@@ -20,17 +21,13 @@ pub struct Deployment {
     root: PathBuf,
     /// Dropped last: stops the throwaway cluster, if the test has one.
     _cluster: Option<Cluster>,
-    /// The database created on the shared server, dropped at the end.
-    shared_database: Option<String>,
-}
-
-fn shared_admin_url() -> String {
-    std::env::var("TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+    /// The database created on the shared server, dropped with the deployment (also
+    /// when the test fails).
+    shared_database: Option<TestDatabase>,
 }
 
 impl Deployment {
-    fn new(database_url: String, cluster: Option<Cluster>, shared: Option<String>) -> Self {
+    fn new(database_url: String, cluster: Option<Cluster>, shared: Option<TestDatabase>) -> Self {
         let unique = uuid::Uuid::new_v4().simple().to_string();
         let root = std::env::temp_dir().join(format!("widget-auth-nodes-{unique}"));
         std::fs::create_dir_all(&root).expect("create test dir");
@@ -49,17 +46,8 @@ impl Deployment {
 
     /// On a fresh database of the shared PostgreSQL server.
     pub async fn on_shared_server() -> Self {
-        let admin = shared_admin_url();
-        let mut conn = sqlx::PgConnection::connect(&admin)
-            .await
-            .expect("PostgreSQL is running for the tests");
-        let name = format!("wa_nodes_{}", uuid::Uuid::new_v4().simple());
-        sqlx::query(&format!("CREATE DATABASE {name}"))
-            .execute(&mut conn)
-            .await
-            .expect("create test database");
-        let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
-        Self::new(format!("{base}/{name}"), None, Some(name))
+        let database = TestDatabase::create("wa_nodes").await;
+        Self::new(database.url.clone(), None, Some(database))
     }
 
     /// On a throwaway cluster, returned alongside so the test can stop and start it.
@@ -120,12 +108,8 @@ impl Deployment {
 
     /// Drops the test's database on the shared server (its files go on drop).
     pub async fn cleanup(self) {
-        if let Some(name) = &self.shared_database {
-            if let Ok(mut conn) = sqlx::PgConnection::connect(&shared_admin_url()).await {
-                let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                    .execute(&mut conn)
-                    .await;
-            }
+        if let Some(database) = &self.shared_database {
+            database.drop_now().await;
         }
     }
 
