@@ -539,3 +539,105 @@ pub async fn token_report(
         state: *view,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::store::EventMetadata;
+
+    fn recorded() -> RecordedEvent {
+        let at = DateTime::from_timestamp(1_767_225_600, 0).expect("time");
+        RecordedEvent {
+            aggregate_id: "ck_1".to_owned(),
+            sequence: 7,
+            event: ClientKeyEvent::ClientKeyEnabled { at },
+            metadata: EventMetadata {
+                actor: "admin:ops".to_owned(),
+                at,
+                request_id: "req-1".to_owned(),
+                reason: Some("back".to_owned()),
+                idempotency_key: Some("idem".to_owned()),
+                request_hash: Some("hash".to_owned()),
+                chain: Some("link".to_owned()),
+            },
+        }
+    }
+
+    #[test]
+    fn an_event_is_sent_as_api_md_shapes_it_in_its_usual_key_order() {
+        let event = AuditEvent::of(&recorded());
+        let expected = json!({
+            "sequence": 7,
+            "type": "ClientKeyEnabled",
+            "payload": {"at": "2026-01-01T00:00:00Z"},
+            "metadata": {
+                "actor": "admin:ops",
+                "at": "2026-01-01T00:00:00Z",
+                "request_id": "req-1",
+                "reason": "back",
+            },
+        });
+        // Byte for byte: the text a `Value` (sorted keys) used to give.
+        assert_eq!(
+            serde_json::to_string(&event).expect("json"),
+            expected.to_string()
+        );
+        let page = EventsPage {
+            events: vec![event],
+            next_after: None,
+        };
+        assert_eq!(
+            serde_json::to_string(&page).expect("json"),
+            json!({"events": [expected], "next_after": null}).to_string()
+        );
+    }
+
+    #[test]
+    fn an_archived_event_adds_its_chain_link() {
+        let archived = ArchivedEvent::of(&recorded());
+        let value = serde_json::to_value(&archived).expect("json");
+        assert_eq!(value["chain"], "link");
+        assert_eq!(value["sequence"], 7);
+        assert_eq!(value.as_object().map(|o| o.len()), Some(5));
+    }
+
+    #[test]
+    fn a_verify_report_says_intact_only_without_a_broken_link() {
+        let intact = VerifyReport {
+            events: 5,
+            legacy_events: 0,
+            broken: None,
+        };
+        assert_eq!(
+            serde_json::to_string(&intact).expect("json"),
+            json!({"intact": true, "events": 5, "legacy_events": 0, "broken": null}).to_string()
+        );
+        let broken = VerifyReport {
+            events: 1,
+            legacy_events: 0,
+            broken: Some(Broken::new(
+                "ck_1",
+                2,
+                Problem::Renumbered { written_as: 3 },
+            )),
+        };
+        let expected = json!({
+            "intact": false,
+            "events": 1,
+            "legacy_events": 0,
+            "broken": {
+                "client_key_id": "ck_1",
+                "sequence": 2,
+                "problem": "reordered",
+                "message": "the event stored as sequence 2 was written as sequence 3: \
+                            events were reordered or renumbered",
+            },
+        });
+        assert_eq!(
+            serde_json::to_string(&broken).expect("json"),
+            expected.to_string()
+        );
+    }
+}
