@@ -1,16 +1,28 @@
-//! Auditors' reads: a key's full history with metadata and readable summaries, its state
-//! at any past point rebuilt by replaying that history through the same fold the read
-//! models use, what a token was minted under, and verification of the tamper-evidence
-//! chain. The internal HTTP API and the `widget-auth audit` CLI both call these, so the
-//! two can never disagree.
+//! Auditors' reads: a key's full history with metadata and what each event changed, its
+//! state at any past point rebuilt by replaying that history through the same fold the
+//! read models use, what a token was minted under, and verification of the
+//! tamper-evidence chain. The internal HTTP API and the `widget-auth audit` CLI both call
+//! these, so the two can never disagree.
+//!
+//! Everything here returns typed results and formats nothing: the edges render them (the
+//! HTTP API serializes them as they are, the CLI as JSON or as text for people), and
+//! [`Change`]'s `Display` is the one summary both use. The types the HTTP API sends
+//! declare their fields in alphabetical order: those bodies used to be built as
+//! `serde_json::Value`, whose maps sort their keys, so the bytes sent stay the same.
 
-use chrono::{DateTime, SecondsFormat, Utc};
+mod change;
+
+use chrono::{DateTime, Utc};
 use domain::aggregate::KeyState;
-use domain::{ClientKeyEvent, PublicKey, RequestOrigin};
+use domain::{
+    AllowList, ClientKeyEvent, KeyStatus, PreviousPublicKey, PublicKey, RequestOrigin, TokenPolicy,
+};
 use futures::StreamExt;
 use projections::ClientKeyView;
-use serde_json::{json, Value};
+use serde::{Serialize, Serializer};
+use serde_json::Value;
 
+pub use self::change::{Change, FieldChange};
 use crate::chain::{self, Broken, Problem, Verifier};
 use crate::store::{RecordedEvent, Store, StoreError};
 use crate::tokens::{Claims, SigningKeys, TokenError, TokenKind};
@@ -32,13 +44,65 @@ pub enum StateAt {
     NotYetCreated,
 }
 
-/// One page of a key's events as API.md shapes it, or `None` for an unknown key.
+/// An event as auditors see it (an entry of API.md's `/events`): the payload without the
+/// enum wrapper, and the metadata fields API.md lists (never the idempotency record).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AuditEvent {
+    pub metadata: AuditMetadata,
+    /// The domain event as stored, without its `{"EventName": …}` wrapper: JSON by
+    /// nature, since each event type has its own shape.
+    pub payload: Value,
+    pub sequence: u64,
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+}
+
+/// Who did it, when, under which request, and why.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AuditMetadata {
+    pub actor: String,
+    pub at: DateTime<Utc>,
+    pub reason: Option<String>,
+    pub request_id: String,
+}
+
+impl AuditEvent {
+    pub fn of(recorded: &RecordedEvent) -> Self {
+        let kind = recorded.event.name();
+        let payload = match serde_json::to_value(&recorded.event) {
+            Ok(Value::Object(mut wrapper)) => wrapper.remove(kind).unwrap_or(Value::Null),
+            _ => Value::Null,
+        };
+        let metadata = &recorded.metadata;
+        Self {
+            metadata: AuditMetadata {
+                actor: metadata.actor.clone(),
+                at: metadata.at,
+                reason: metadata.reason.clone(),
+                request_id: metadata.request_id.clone(),
+            },
+            payload,
+            sequence: recorded.sequence,
+            kind,
+        }
+    }
+}
+
+/// One page of a key's events (`GET /internal/v1/client-keys/{id}/events`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EventsPage {
+    pub events: Vec<AuditEvent>,
+    /// The `after` of the next page; `None` on the last one.
+    pub next_after: Option<u64>,
+}
+
+/// One page of a key's events, or `None` for an unknown key.
 pub async fn events_page(
     store: &Store,
     id: &str,
     after: u64,
     limit: u64,
-) -> Result<Option<Value>, StoreError> {
+) -> Result<Option<EventsPage>, StoreError> {
     let mut events = store.history(id, after, Some(limit + 1)).await?;
     if events.is_empty() && store.history(id, 0, Some(1)).await?.is_empty() {
         return Ok(None);
@@ -50,31 +114,10 @@ pub async fn events_page(
     } else {
         None
     };
-    let events: Vec<Value> = events.iter().map(event_json).collect();
-    Ok(Some(json!({ "events": events, "next_after": next_after })))
-}
-
-/// An event as auditors see it: the payload without the enum wrapper, the metadata
-/// fields API.md lists.
-pub fn event_json(recorded: &RecordedEvent) -> Value {
-    let payload = match serde_json::to_value(&recorded.event) {
-        Ok(Value::Object(mut wrapper)) => {
-            wrapper.remove(recorded.event.name()).unwrap_or(Value::Null)
-        }
-        _ => Value::Null,
-    };
-    let metadata = &recorded.metadata;
-    json!({
-        "sequence": recorded.sequence,
-        "type": recorded.event.name(),
-        "payload": payload,
-        "metadata": {
-            "actor": metadata.actor,
-            "at": metadata.at,
-            "request_id": metadata.request_id,
-            "reason": metadata.reason,
-        },
-    })
+    Ok(Some(EventsPage {
+        events: events.iter().map(AuditEvent::of).collect(),
+        next_after,
+    }))
 }
 
 /// The key right after event N, or as it stood at a time, by replaying its history
@@ -120,7 +163,8 @@ pub async fn state_at(store: &Store, id: &str, point: Point) -> Result<StateAt, 
     })
 }
 
-/// The result of checking the chain over the whole store.
+/// The result of checking the chain over the whole store (`GET /internal/v1/audit/verify`
+/// and `audit verify`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VerifyReport {
     /// Events checked (all of them when intact; those before the broken link otherwise).
@@ -134,41 +178,26 @@ impl VerifyReport {
     pub fn intact(&self) -> bool {
         self.broken.is_none()
     }
+}
 
-    /// `GET /internal/v1/audit/verify` and `audit verify --json`.
-    pub fn to_json(&self) -> Value {
-        json!({
-            "intact": self.intact(),
-            "events": self.events,
-            "legacy_events": self.legacy_events,
-            "broken": self.broken.as_ref().map(|b| json!({
-                "client_key_id": b.client_key_id,
-                "sequence": b.sequence,
-                "problem": b.problem.code(),
-                "message": b.message,
-            })),
-        })
-    }
-
-    /// The one-line answer people read.
-    pub fn to_text(&self) -> String {
-        let legacy = match self.legacy_events {
-            0 => String::new(),
-            n => format!(
-                " ({n} legacy events written before the chain existed: only a chained \
-                 event after them in the same key protects them)"
-            ),
-        };
-        match &self.broken {
-            None => format!("intact, {} events{legacy}", self.events),
-            Some(b) => format!(
-                "BROKEN at {} sequence {} ({}): {}",
-                b.client_key_id,
-                b.sequence,
-                b.problem.code(),
-                b.message
-            ),
+/// `{"broken", "events", "intact", "legacy_events"}`: `intact` is derived from `broken`,
+/// so it is never stored where the two could disagree.
+impl Serialize for VerifyReport {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct Body<'a> {
+            broken: Option<&'a Broken>,
+            events: u64,
+            intact: bool,
+            legacy_events: u64,
         }
+        Body {
+            broken: self.broken.as_ref(),
+            events: self.events,
+            intact: self.intact(),
+            legacy_events: self.legacy_events,
+        }
+        .serialize(serializer)
     }
 }
 
@@ -260,26 +289,48 @@ pub async fn resolve_key(
     Ok(None)
 }
 
-/// One event of a key's history as the CLI shows it.
-#[derive(Debug, Clone)]
-pub struct HistoryEntry {
-    pub recorded: RecordedEvent,
-    /// What changed, in words; never a secret.
-    pub summary: String,
+/// An event with its stored chain link: one line of `audit export`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ArchivedEvent {
+    /// `None` on events written before the chain existed.
+    pub chain: Option<String>,
+    #[serde(flatten)]
+    pub event: AuditEvent,
 }
 
-impl HistoryEntry {
-    /// The `/events` entry plus `summary` and `chain`.
-    pub fn to_json(&self) -> Value {
-        let mut entry = event_json(&self.recorded);
-        entry["summary"] = json!(self.summary);
-        entry["chain"] = json!(self.recorded.metadata.chain);
-        entry
+impl ArchivedEvent {
+    fn of(recorded: &RecordedEvent) -> Self {
+        Self {
+            chain: recorded.metadata.chain.clone(),
+            event: AuditEvent::of(recorded),
+        }
     }
 }
 
-/// A key's whole history with a summary of each change, or `None` for an unknown key.
-pub async fn history(store: &Store, id: &str) -> Result<Option<Vec<HistoryEntry>>, StoreError> {
+/// A key's whole history for archiving, in order (empty for an unknown key).
+pub async fn export(store: &Store, id: &str) -> Result<Vec<ArchivedEvent>, StoreError> {
+    let events = store.history(id, 0, None).await?;
+    Ok(events.iter().map(ArchivedEvent::of).collect())
+}
+
+/// A key's whole history, each event with what it changed.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct KeyHistory {
+    pub client_key_id: String,
+    pub events: Vec<HistoryEntry>,
+}
+
+/// One event of a key's history: the archived event plus what it changed.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HistoryEntry {
+    #[serde(flatten)]
+    pub archived: ArchivedEvent,
+    /// What changed; never a secret. Serialized as its sentence.
+    pub summary: Change,
+}
+
+/// A key's whole history with what each event changed, or `None` for an unknown key.
+pub async fn history(store: &Store, id: &str) -> Result<Option<KeyHistory>, StoreError> {
     let events = store.history(id, 0, None).await?;
     if events.is_empty() {
         return Ok(None);
@@ -287,191 +338,18 @@ pub async fn history(store: &Store, id: &str) -> Result<Option<Vec<HistoryEntry>
     let mut state: Option<KeyState> = None;
     let mut entries = Vec::with_capacity(events.len());
     for recorded in events {
-        let summary = summarize(state.as_ref(), &recorded.event);
+        let summary = Change::of(state.as_ref(), &recorded.event);
+        let archived = ArchivedEvent::of(&recorded);
         match state.as_mut() {
-            Some(state) => state.apply(recorded.event.clone()),
-            None => state = KeyState::created(recorded.event.clone()),
+            Some(state) => state.apply(recorded.event),
+            None => state = KeyState::created(recorded.event),
         }
-        entries.push(HistoryEntry { recorded, summary });
+        entries.push(HistoryEntry { archived, summary });
     }
-    Ok(Some(entries))
-}
-
-/// An archive line: the `/events` entry plus the stored `chain` link.
-pub fn export_json(recorded: &RecordedEvent) -> Value {
-    let mut entry = event_json(recorded);
-    entry["chain"] = json!(recorded.metadata.chain);
-    entry
-}
-
-fn time(at: &DateTime<Utc>) -> String {
-    at.to_rfc3339_opts(SecondsFormat::Secs, true)
-}
-
-fn list(items: &[String]) -> String {
-    if items.is_empty() {
-        "none".to_owned()
-    } else {
-        items.join(", ")
-    }
-}
-
-/// A readable account of one event, given the state before it.
-pub fn summarize(before: Option<&KeyState>, event: &ClientKeyEvent) -> String {
-    match event {
-        ClientKeyEvent::ClientKeyCreated {
-            name,
-            public_key,
-            secret_key,
-            origins,
-            ..
-        } => {
-            let origins: Vec<String> = origins
-                .entries()
-                .iter()
-                .map(|o| o.as_str().to_owned())
-                .collect();
-            format!(
-                "created \"{}\" (public key {}, secret key …{}, origins: {})",
-                name.as_str(),
-                public_key.as_str(),
-                secret_key.last_four,
-                list(&origins)
-            )
-        }
-        ClientKeyEvent::OriginsChanged { origins } => {
-            let old: Vec<&str> = before
-                .map(|s| s.origins.entries().iter().map(|o| o.as_str()).collect())
-                .unwrap_or_default();
-            let new: Vec<&str> = origins.entries().iter().map(|o| o.as_str()).collect();
-            let mut changes: Vec<String> = new
-                .iter()
-                .filter(|o| !old.contains(o))
-                .map(|o| format!("+{o}"))
-                .collect();
-            changes.extend(
-                old.iter()
-                    .filter(|o| !new.contains(o))
-                    .map(|o| format!("\u{2212}{o}")),
-            );
-            if changes.is_empty() {
-                "origins: unchanged".to_owned()
-            } else {
-                format!("origins: {}", changes.join(" "))
-            }
-        }
-        ClientKeyEvent::ConfigUpdated { config } => {
-            let old = before.map(|s| serde_json::to_value(&s.config).unwrap_or(Value::Null));
-            let new = serde_json::to_value(config).unwrap_or(Value::Null);
-            let changed = changed_fields(old.as_ref().unwrap_or(&Value::Null), &new);
-            if changed.is_empty() {
-                "config: unchanged".to_owned()
-            } else {
-                format!("config: {}", changed.join(", "))
-            }
-        }
-        ClientKeyEvent::TokenPolicySet { policy } => {
-            let old = before.map(|s| serde_json::to_value(s.token_policy).unwrap_or(Value::Null));
-            let new = serde_json::to_value(policy).unwrap_or(Value::Null);
-            let changed = changed_fields(old.as_ref().unwrap_or(&Value::Null), &new);
-            if changed.is_empty() {
-                "token policy: unchanged".to_owned()
-            } else {
-                format!("token policy: {}", changed.join(", "))
-            }
-        }
-        ClientKeyEvent::SecretKeyRotated {
-            secret_key,
-            previous,
-            previous_valid_until,
-            ..
-        } => format!(
-            "secret key rotated (…{} \u{2192} …{}, old valid until {})",
-            previous.last_four,
-            secret_key.last_four,
-            time(previous_valid_until)
-        ),
-        ClientKeyEvent::PublicKeyRotated {
-            public_key,
-            previous,
-            previous_valid_until,
-            ..
-        } => format!(
-            "public key rotated ({} \u{2192} {}, old valid until {})",
-            previous.as_str(),
-            public_key.as_str(),
-            time(previous_valid_until)
-        ),
-        ClientKeyEvent::PreviousKeysExpired { at } => {
-            let mut ended: Vec<String> = Vec::new();
-            if let Some(state) = before {
-                ended.extend(
-                    state
-                        .previous_public_keys
-                        .iter()
-                        .filter(|p| *at < p.valid_until)
-                        .map(|p| p.public_key.as_str().to_owned()),
-                );
-                ended.extend(
-                    state
-                        .previous_secret_keys
-                        .iter()
-                        .filter(|p| *at < p.valid_until)
-                        .map(|p| format!("…{}", p.secret_key.last_four)),
-                );
-            }
-            format!("grace periods ended now for {}", list(&ended))
-        }
-        ClientKeyEvent::SessionsRevoked {
-            user_id,
-            issued_at_or_before,
-        } => {
-            let cut = DateTime::from_timestamp(*issued_at_or_before, 0)
-                .map_or_else(|| issued_at_or_before.to_string(), |t| time(&t));
-            match user_id {
-                Some(user) => format!(
-                    "sessions of user {} issued at or before {cut} revoked",
-                    user.as_str()
-                ),
-                None => format!("all sessions issued at or before {cut} revoked"),
-            }
-        }
-        ClientKeyEvent::ClientKeyDisabled { .. } => {
-            "disabled (tokens issued until now stay refused)".to_owned()
-        }
-        ClientKeyEvent::ClientKeyEnabled { .. } => "enabled".to_owned(),
-    }
-}
-
-/// `path: old → new` for every leaf that differs between two JSON values.
-fn changed_fields(old: &Value, new: &Value) -> Vec<String> {
-    fn walk(path: &str, old: &Value, new: &Value, out: &mut Vec<String>) {
-        match (old, new) {
-            (Value::Object(a), Value::Object(b)) => {
-                let mut keys: Vec<&String> = a.keys().chain(b.keys()).collect();
-                keys.sort();
-                keys.dedup();
-                for key in keys {
-                    let child = if path.is_empty() {
-                        key.clone()
-                    } else {
-                        format!("{path}.{key}")
-                    };
-                    walk(
-                        &child,
-                        a.get(key).unwrap_or(&Value::Null),
-                        b.get(key).unwrap_or(&Value::Null),
-                        out,
-                    );
-                }
-            }
-            (a, b) if a == b => {}
-            (a, b) => out.push(format!("{path} {a} \u{2192} {b}")),
-        }
-    }
-    let mut out = Vec::new();
-    walk("", old, new, &mut out);
-    out
+    Ok(Some(KeyHistory {
+        client_key_id: id.to_owned(),
+        events: entries,
+    }))
 }
 
 /// Why a token could not be explained.
@@ -487,6 +365,103 @@ pub enum TokenAuditError {
     Store(#[from] StoreError),
 }
 
+/// What a token we minted was minted under (`audit token`).
+#[derive(Debug, Clone, Serialize)]
+pub struct TokenReport {
+    pub token: MintedToken,
+    pub signature: Signature,
+    pub in_force: InForce,
+    /// Whether the token's `origin` was in the allowlist then; `None` without an origin.
+    pub origin_allowed_then: Option<bool>,
+    pub current_version: u64,
+    pub changes_since: Vec<LaterChange>,
+    /// The whole key at the token's version, as `GET /internal/v1/client-keys/{id}`
+    /// shows it.
+    #[serde(serialize_with = "admin_json")]
+    pub state: ClientKeyView,
+}
+
+/// Only a token whose signature verifies gets a report; the field says so to readers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Signature {
+    Valid,
+}
+
+/// The claims that say what a token is and what it was minted under.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MintedToken {
+    pub kind: TokenKind,
+    pub sub: String,
+    pub jti: String,
+    pub iat: i64,
+    pub exp: i64,
+    /// `iat` as a time (`None` if out of range).
+    pub minted_at: Option<DateTime<Utc>>,
+    pub origin: Option<String>,
+    pub guest: Option<bool>,
+    pub ck: String,
+    pub ver: u64,
+}
+
+/// What decided the token's fate at the version it was minted under.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct InForce {
+    pub version: u64,
+    pub status: KeyStatus,
+    pub origins: AllowList,
+    pub token_policy: TokenPolicy,
+    pub public_key: PublicKey,
+    pub previous_public_keys: Vec<PreviousPublicKey>,
+    pub secret_key_last_four: String,
+    pub previous_secret_keys: Vec<PreviousSecret>,
+    pub sessions_revoked_at_or_before: Option<i64>,
+}
+
+/// A rotated-out secret key as auditors see it: its last four characters, never its hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PreviousSecret {
+    pub last_four: String,
+    pub valid_until: DateTime<Utc>,
+}
+
+/// An event after the token's version.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LaterChange {
+    pub sequence: u64,
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub at: DateTime<Utc>,
+    pub summary: Change,
+}
+
+impl InForce {
+    fn of(state: &KeyState, version: u64) -> Self {
+        Self {
+            version,
+            status: state.status,
+            origins: state.origins.clone(),
+            token_policy: state.token_policy,
+            public_key: state.public_key.clone(),
+            previous_public_keys: state.previous_public_keys.clone(),
+            secret_key_last_four: state.secret_key.last_four.clone(),
+            previous_secret_keys: state
+                .previous_secret_keys
+                .iter()
+                .map(|p| PreviousSecret {
+                    last_four: p.secret_key.last_four.clone(),
+                    valid_until: p.valid_until,
+                })
+                .collect(),
+            sessions_revoked_at_or_before: state.sessions_revoked_at_or_before,
+        }
+    }
+}
+
+fn admin_json<S: Serializer>(view: &ClientKeyView, serializer: S) -> Result<S::Ok, S::Error> {
+    view.to_admin_json().serialize(serializer)
+}
+
 /// What a token we minted was minted under: its claims (signature checked against our
 /// keys, lifetime ignored) and the client key as it stood at the token's `ver`.
 pub async fn token_report(
@@ -494,7 +469,7 @@ pub async fn token_report(
     keys: &SigningKeys,
     issuer: &str,
     token: &str,
-) -> Result<Value, TokenAuditError> {
+) -> Result<TokenReport, TokenAuditError> {
     // The header's `typ` says the kind; trying each keeps one code path for the checks.
     let claims: Claims = [TokenKind::Visitor, TokenKind::Session, TokenKind::Refresh]
         .into_iter()
@@ -521,52 +496,148 @@ pub async fn token_report(
         });
     }
     let state = view.state();
-    let minted_at = DateTime::from_timestamp(claims.iat, 0);
-    let origin_allowed = claims.origin.as_deref().map(|origin| {
+    let origin_allowed_then = claims.origin.as_deref().map(|origin| {
         RequestOrigin::parse(origin).is_ok_and(|origin| state.origins.allows(&origin))
     });
     let later = store.history(&claims.ck, claims.ver, None).await?;
     let current_version = later.last().map_or(claims.ver, |e| e.sequence);
     let mut before = Some(state.clone());
-    let changes_since: Vec<Value> = later
-        .iter()
+    let changes_since = later
+        .into_iter()
         .map(|e| {
-            let summary = summarize(before.as_ref(), &e.event);
+            let summary = Change::of(before.as_ref(), &e.event);
+            let change = LaterChange {
+                sequence: e.sequence,
+                kind: e.event.name(),
+                at: e.metadata.at,
+                summary,
+            };
             if let Some(s) = before.as_mut() {
-                s.apply(e.event.clone());
+                s.apply(e.event);
             }
-            json!({"sequence": e.sequence, "type": e.event.name(), "at": e.metadata.at, "summary": summary})
+            change
         })
         .collect();
-    let admin = view.to_admin_json();
-    Ok(json!({
-        "token": {
-            "kind": claims.kind,
-            "sub": claims.sub,
-            "jti": claims.jti,
-            "iat": claims.iat,
-            "exp": claims.exp,
-            "minted_at": minted_at,
-            "origin": claims.origin,
-            "guest": claims.guest,
-            "ck": claims.ck,
-            "ver": claims.ver,
+    Ok(TokenReport {
+        in_force: InForce::of(state, claims.ver),
+        token: MintedToken {
+            kind: claims.kind,
+            sub: claims.sub,
+            jti: claims.jti,
+            iat: claims.iat,
+            exp: claims.exp,
+            minted_at: DateTime::from_timestamp(claims.iat, 0),
+            origin: claims.origin,
+            guest: claims.guest,
+            ck: claims.ck,
+            ver: claims.ver,
         },
-        "signature": "valid",
-        "in_force": {
-            "version": claims.ver,
-            "status": admin["status"],
-            "origins": admin["origins"],
-            "token_policy": admin["token_policy"],
-            "public_key": admin["public_key"],
-            "previous_public_keys": admin["previous_public_keys"],
-            "secret_key_last_four": admin["secret_key_last_four"],
-            "previous_secret_keys": admin["previous_secret_keys"],
-            "sessions_revoked_at_or_before": admin["sessions_revoked_at_or_before"],
-        },
-        "origin_allowed_then": origin_allowed,
-        "current_version": current_version,
-        "changes_since": changes_since,
-        "state": admin,
-    }))
+        signature: Signature::Valid,
+        origin_allowed_then,
+        current_version,
+        changes_since,
+        state: *view,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::store::EventMetadata;
+
+    fn recorded() -> RecordedEvent {
+        let at = DateTime::from_timestamp(1_767_225_600, 0).expect("time");
+        RecordedEvent {
+            aggregate_id: "ck_1".to_owned(),
+            sequence: 7,
+            event: ClientKeyEvent::ClientKeyEnabled { at },
+            metadata: EventMetadata {
+                actor: "admin:ops".to_owned(),
+                at,
+                request_id: "req-1".to_owned(),
+                reason: Some("back".to_owned()),
+                idempotency_key: Some("idem".to_owned()),
+                request_hash: Some("hash".to_owned()),
+                chain: Some("link".to_owned()),
+            },
+        }
+    }
+
+    #[test]
+    fn an_event_is_sent_as_api_md_shapes_it_in_its_usual_key_order() {
+        let event = AuditEvent::of(&recorded());
+        let expected = json!({
+            "sequence": 7,
+            "type": "ClientKeyEnabled",
+            "payload": {"at": "2026-01-01T00:00:00Z"},
+            "metadata": {
+                "actor": "admin:ops",
+                "at": "2026-01-01T00:00:00Z",
+                "request_id": "req-1",
+                "reason": "back",
+            },
+        });
+        // Byte for byte: the text a `Value` (sorted keys) used to give.
+        assert_eq!(
+            serde_json::to_string(&event).expect("json"),
+            expected.to_string()
+        );
+        let page = EventsPage {
+            events: vec![event],
+            next_after: None,
+        };
+        assert_eq!(
+            serde_json::to_string(&page).expect("json"),
+            json!({"events": [expected], "next_after": null}).to_string()
+        );
+    }
+
+    #[test]
+    fn an_archived_event_adds_its_chain_link() {
+        let archived = ArchivedEvent::of(&recorded());
+        let value = serde_json::to_value(&archived).expect("json");
+        assert_eq!(value["chain"], "link");
+        assert_eq!(value["sequence"], 7);
+        assert_eq!(value.as_object().map(|o| o.len()), Some(5));
+    }
+
+    #[test]
+    fn a_verify_report_says_intact_only_without_a_broken_link() {
+        let intact = VerifyReport {
+            events: 5,
+            legacy_events: 0,
+            broken: None,
+        };
+        assert_eq!(
+            serde_json::to_string(&intact).expect("json"),
+            json!({"intact": true, "events": 5, "legacy_events": 0, "broken": null}).to_string()
+        );
+        let broken = VerifyReport {
+            events: 1,
+            legacy_events: 0,
+            broken: Some(Broken::new(
+                "ck_1",
+                2,
+                Problem::Renumbered { written_as: 3 },
+            )),
+        };
+        let expected = json!({
+            "intact": false,
+            "events": 1,
+            "legacy_events": 0,
+            "broken": {
+                "client_key_id": "ck_1",
+                "sequence": 2,
+                "problem": "reordered",
+                "message": "the event stored as sequence 2 was written as sequence 3: \
+                            events were reordered or renumbered",
+            },
+        });
+        assert_eq!(
+            serde_json::to_string(&broken).expect("json"),
+            expected.to_string()
+        );
+    }
 }

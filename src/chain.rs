@@ -154,14 +154,23 @@ impl Problem {
     }
 }
 
-/// The first broken link: which key, which sequence, what is wrong.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Verify's JSON names a problem by its stable code.
+impl Serialize for Problem {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.code())
+    }
+}
+
+/// The first broken link: which key, which sequence, what is wrong. Serialized as the
+/// `broken` object of verify's JSON; fields in alphabetical order, the order that body
+/// has always had.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Broken {
     pub client_key_id: String,
-    pub sequence: u64,
-    pub problem: Problem,
     /// A sentence for people.
     pub message: String,
+    pub problem: Problem,
+    pub sequence: u64,
 }
 
 impl Broken {

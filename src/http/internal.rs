@@ -437,7 +437,7 @@ async fn client_key_events(
     State(state): State<AppState>,
     Path(id): Path<String>,
     query: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<audit::EventsPage>, ApiError> {
     let id = parse_id(&id)?;
     let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let limit = page_limit(query.limit)?;
@@ -485,7 +485,9 @@ async fn client_key_state(
 
 /// The tamper-evidence chain over the whole store, checked now (the same code as
 /// `widget-auth audit verify`). A broken chain is still a 200: the check itself worked.
-async fn verify_chain(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+async fn verify_chain(
+    State(state): State<AppState>,
+) -> Result<Json<audit::VerifyReport>, ApiError> {
     let report = audit::verify(&state.store, |_| {}).await?;
     if let Some(broken) = &report.broken {
         tracing::warn!(
@@ -495,5 +497,5 @@ async fn verify_chain(State(state): State<AppState>) -> Result<Json<Value>, ApiE
             "event chain broken"
         );
     }
-    Ok(Json(report.to_json()))
+    Ok(Json(report))
 }

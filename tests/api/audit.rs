@@ -597,7 +597,7 @@ async fn replaying_100k_events_for_verify_and_state() {
     let started = Instant::now();
     let report = audit::verify(&opened, |_| {}).await.expect("verify");
     let verify_time = started.elapsed();
-    assert!(report.intact(), "{}", report.to_text());
+    assert!(report.intact(), "{report:?}");
     assert_eq!(report.events, MEASURED_EVENTS);
 
     let started = Instant::now();

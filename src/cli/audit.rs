@@ -1,10 +1,11 @@
-//! The command line: `serve` (the default), `migrate`, and `audit`, the auditors' tools
-//! that read the event store directly (no server needed), configured by the same
-//! environment variables as the server.
+//! `widget-auth audit …`: the auditors' subcommands, run against the store itself. Each
+//! calls one use case of [`crate::audit`] and prints its typed result, as JSON for
+//! scripts (`--json`) or as text for people (see [`text`]).
 //!
-//! What `audit` prints on stdout is the program's output (people read the text form,
-//! scripts the `--json` one), so it is written to a locked stdout rather than logged;
-//! logs and progress bars go to stderr.
+//! What `audit` prints on stdout is the program's output, so it is written to a locked
+//! stdout rather than logged; logs and progress bars go to stderr.
+
+mod text;
 
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
@@ -12,11 +13,12 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde::Serialize;
 use serde_json::Value;
 
-use crate::audit::{self, Point, StateAt};
+use crate::audit::{self, KeyHistory, Point, StateAt};
 use crate::config::Settings;
 use crate::store::Store;
 use crate::tokens::SigningKeys;
@@ -24,29 +26,8 @@ use crate::tokens::SigningKeys;
 /// The signing key file in the data dir when `WIDGET_AUTH_SIGNING_KEY_FILE` is unset.
 const SIGNING_KEY_FILE: &str = "signing-key.pem";
 
-#[derive(Debug, Parser)]
-#[command(
-    name = "widget-auth",
-    version,
-    about = "Backend for an embeddable chat widget"
-)]
-struct Cli {
-    #[command(subcommand)]
-    command: Option<Command>,
-}
-
-#[derive(Debug, Subcommand)]
-enum Command {
-    /// Serve the public and internal listeners (the default).
-    Serve,
-    /// Apply pending database migrations and exit.
-    Migrate,
-    /// Read the event history directly from the store (DATABASE_URL or WIDGET_AUTH_DATA_DIR).
-    Audit(AuditArgs),
-}
-
 #[derive(Debug, Args)]
-struct AuditArgs {
+pub(super) struct AuditArgs {
     /// Print JSON for scripts instead of text for people.
     #[arg(long, global = true)]
     json: bool,
@@ -96,54 +77,6 @@ enum ExportFormat {
     Jsonl,
 }
 
-pub async fn run() -> ExitCode {
-    let cli = Cli::parse();
-    let command = cli.command.unwrap_or(Command::Serve);
-    if matches!(command, Command::Audit(_)) {
-        init_cli_logs();
-    } else {
-        crate::telemetry::init();
-    }
-    let settings = match Settings::from_env() {
-        Ok(settings) => settings,
-        Err(err) => {
-            tracing::error!("configuration error: {err}");
-            return ExitCode::from(2);
-        }
-    };
-    let result = match command {
-        Command::Serve => crate::serve(settings).await.map(|()| ExitCode::SUCCESS),
-        Command::Migrate => migrate(&settings).await.map(|()| ExitCode::SUCCESS),
-        Command::Audit(args) => run_audit(&settings, args).await,
-    };
-    match result {
-        Ok(code) => code,
-        Err(err) => {
-            tracing::error!("{err:#}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-async fn migrate(settings: &Settings) -> anyhow::Result<()> {
-    let store = Store::open(settings.database_url_str(), &settings.data_dir).await?;
-    store.migrate().await?;
-    tracing::info!(store = store.kind(), "migrations applied");
-    store.close().await;
-    Ok(())
-}
-
-/// The audit tools talk to people on stdout; only warnings and errors are logged, to
-/// stderr, so `--json` output stays parseable.
-fn init_cli_logs() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
-}
-
 /// What an audit command answered: its output, and whether the answer was "yes".
 struct Answer {
     output: String,
@@ -160,9 +93,11 @@ impl Answer {
     }
 }
 
-async fn run_audit(settings: &Settings, args: AuditArgs) -> anyhow::Result<ExitCode> {
+/// Runs one audit command and prints its answer; the exit code says whether the answer
+/// was "yes" (an intact chain, a known key, a token we minted).
+pub(super) async fn run(settings: &Settings, args: AuditArgs) -> anyhow::Result<ExitCode> {
     let store = open_existing_store(settings).await?;
-    let answer = audit_command(&store, settings, &args).await;
+    let answer = command(&store, settings, &args).await;
     store.close().await;
     let answer = answer?;
     let mut stdout = std::io::stdout().lock();
@@ -199,11 +134,7 @@ async fn open_existing_store(settings: &Settings) -> anyhow::Result<Store> {
         .context("opening the event store")
 }
 
-async fn audit_command(
-    store: &Store,
-    settings: &Settings,
-    args: &AuditArgs,
-) -> anyhow::Result<Answer> {
+async fn command(store: &Store, settings: &Settings, args: &AuditArgs) -> anyhow::Result<Answer> {
     let json = args.json;
     match &args.command {
         AuditCommand::Verify => {
@@ -212,9 +143,9 @@ async fn audit_command(
             let report = audit::verify(store, |n| bar.set_position(n)).await?;
             bar.finish_and_clear();
             let output = if json {
-                line(&report.to_json())
+                line(&report)?
             } else {
-                format!("{}\n", report.to_text())
+                format!("{}\n", text::verify(&report))
             };
             Ok(if report.intact() {
                 Answer::ok(output)
@@ -227,13 +158,17 @@ async fn audit_command(
                 return Ok(unknown_key(key));
             };
             let bar = progress_bar(None, "replaying");
-            let entries = audit::history(store, &id).await?.unwrap_or_default();
+            let history = audit::history(store, &id)
+                .await?
+                .unwrap_or_else(|| KeyHistory {
+                    client_key_id: id.clone(),
+                    events: Vec::new(),
+                });
             bar.finish_and_clear();
             Ok(Answer::ok(if json {
-                let entries: Vec<Value> = entries.iter().map(|e| e.to_json()).collect();
-                line(&serde_json::json!({ "client_key_id": id, "events": entries }))
+                line(&history)?
             } else {
-                history_text(&id, &entries)
+                text::history(&history)
             }))
         }
         AuditCommand::State {
@@ -260,7 +195,7 @@ async fn audit_command(
             bar.finish_and_clear();
             Ok(match state {
                 StateAt::Found(view) => Answer::ok(if json {
-                    line(&view.to_admin_json())
+                    line(&view.to_admin_json())?
                 } else {
                     pretty(&view.to_admin_json())
                 }),
@@ -280,13 +215,13 @@ async fn audit_command(
             )?;
             match audit::token_report(store, &keys, &settings.issuer, token.trim()).await {
                 Ok(report) => Ok(Answer::ok(if json {
-                    line(&report)
+                    line(&report)?
                 } else {
-                    token_text(&report)
+                    text::token(&report)
                 })),
                 Err(audit::TokenAuditError::Store(err)) => Err(err.into()),
                 Err(refused) => Ok(Answer::failed(if json {
-                    line(&serde_json::json!({ "error": refused.to_string() }))
+                    line(&serde_json::json!({ "error": refused.to_string() }))?
                 } else {
                     format!("{refused}\n")
                 })),
@@ -298,14 +233,10 @@ async fn audit_command(
                 return Ok(unknown_key(key));
             };
             let bar = progress_bar(None, "exporting");
-            let events = store.history(&id, 0, None).await?;
+            let events = audit::export(store, &id).await?;
             bar.finish_and_clear();
-            Ok(Answer::ok(
-                events
-                    .iter()
-                    .map(|e| line(&audit::export_json(e)))
-                    .collect(),
-            ))
+            let lines: anyhow::Result<String> = events.iter().map(line).collect();
+            Ok(Answer::ok(lines?))
         }
     }
 }
@@ -353,8 +284,12 @@ fn progress_bar(total: Option<u64>, message: &'static str) -> ProgressBar {
     bar
 }
 
-fn line(value: &Value) -> String {
-    format!("{value}\n")
+/// One line of JSON for scripts. Written through `Value`, whose maps sort their keys:
+/// the CLI prints canonical JSON (the form `chain.rs` hashes), as it always has, so two
+/// runs over the same history print the same bytes, whatever a type's field order.
+fn line(value: &impl Serialize) -> anyhow::Result<String> {
+    let value = serde_json::to_value(value).context("rendering JSON")?;
+    Ok(format!("{value}\n"))
 }
 
 fn pretty(value: &Value) -> String {
@@ -362,120 +297,4 @@ fn pretty(value: &Value) -> String {
         "{}\n",
         serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string())
     )
-}
-
-fn history_text(id: &str, entries: &[audit::HistoryEntry]) -> String {
-    let mut out = format!("{id}: {} events\n", entries.len());
-    for entry in entries {
-        let recorded = &entry.recorded;
-        let metadata = &recorded.metadata;
-        let reason = metadata
-            .reason
-            .as_deref()
-            .map(|r| format!("  reason: {r}"))
-            .unwrap_or_default();
-        out.push_str(&format!(
-            "{:>5}  {}  {:<20} by {}  request {}{reason}\n       {}\n",
-            recorded.sequence,
-            metadata
-                .at
-                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-            recorded.event.name(),
-            metadata.actor,
-            if metadata.request_id.is_empty() {
-                "-"
-            } else {
-                &metadata.request_id
-            },
-            entry.summary,
-        ));
-    }
-    out
-}
-
-fn token_text(report: &Value) -> String {
-    let token = &report["token"];
-    let in_force = &report["in_force"];
-    let text = |v: &Value| match v {
-        Value::String(s) => s.clone(),
-        Value::Null => "-".to_owned(),
-        other => other.to_string(),
-    };
-    let origins: Vec<String> = in_force["origins"]
-        .as_array()
-        .map(|a| a.iter().map(text).collect())
-        .unwrap_or_default();
-    let policy = &in_force["token_policy"];
-    let previous: Vec<String> = in_force["previous_public_keys"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .map(|p| {
-                    format!(
-                        "{} (until {})",
-                        text(&p["public_key"]),
-                        text(&p["valid_until"])
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    let mut out = format!(
-        "{} token for {} minted {} (expires at unix {}), signature valid\n\
-         client key {} at version {} (now at version {})\n\
-         status: {}\n\
-         origins: {}\n\
-         token policy: visitor {}s, session {}s, refresh {}s, guests {}\n\
-         public key: {}{}\n\
-         secret key: …{}\n",
-        text(&token["kind"]),
-        text(&token["sub"]),
-        text(&token["minted_at"]),
-        text(&token["exp"]),
-        text(&token["ck"]),
-        text(&token["ver"]),
-        text(&report["current_version"]),
-        text(&in_force["status"]),
-        origins.join(", "),
-        text(&policy["visitor_token_ttl_seconds"]),
-        text(&policy["session_ttl_seconds"]),
-        text(&policy["refresh_ttl_seconds"]),
-        if policy["guests_allowed"] == Value::Bool(true) {
-            "allowed"
-        } else {
-            "not allowed"
-        },
-        text(&in_force["public_key"]),
-        if previous.is_empty() {
-            String::new()
-        } else {
-            format!(" (previous: {})", previous.join(", "))
-        },
-        text(&in_force["secret_key_last_four"]),
-    );
-    if let Some(origin) = token["origin"].as_str() {
-        let allowed = report["origin_allowed_then"] == Value::Bool(true);
-        out.push_str(&format!(
-            "origin {origin}: {}\n",
-            if allowed {
-                "in the allowlist then"
-            } else {
-                "NOT in the allowlist then"
-            }
-        ));
-    }
-    if let Some(changes) = report["changes_since"].as_array() {
-        if !changes.is_empty() {
-            out.push_str("changes since:\n");
-            for change in changes {
-                out.push_str(&format!(
-                    "{:>5}  {}  {}\n",
-                    text(&change["sequence"]),
-                    text(&change["type"]),
-                    text(&change["summary"])
-                ));
-            }
-        }
-    }
-    out
 }

@@ -1,0 +1,213 @@
+//! The audit answers as text for people: a key's history, what a token was minted under,
+//! the chain check. Pure functions of the typed results, so they are tested here without
+//! a store; what each event changed is worded once, by [`crate::audit::Change`].
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use domain::KeyStatus;
+
+use crate::audit::{KeyHistory, TokenReport, VerifyReport};
+use crate::tokens::TokenKind;
+
+/// The one-line answer of `audit verify`.
+pub(super) fn verify(report: &VerifyReport) -> String {
+    let legacy = match report.legacy_events {
+        0 => String::new(),
+        n => format!(
+            " ({n} legacy events written before the chain existed: only a chained \
+             event after them in the same key protects them)"
+        ),
+    };
+    match &report.broken {
+        None => format!("intact, {} events{legacy}", report.events),
+        Some(b) => format!(
+            "BROKEN at {} sequence {} ({}): {}",
+            b.client_key_id,
+            b.sequence,
+            b.problem.code(),
+            b.message
+        ),
+    }
+}
+
+/// `audit history`: a heading, then two lines per event (who, when, why; what changed).
+pub(super) fn history(history: &KeyHistory) -> String {
+    let mut out = format!(
+        "{}: {} events\n",
+        history.client_key_id,
+        history.events.len()
+    );
+    for entry in &history.events {
+        let event = &entry.archived.event;
+        let metadata = &event.metadata;
+        let reason = metadata
+            .reason
+            .as_deref()
+            .map(|r| format!("  reason: {r}"))
+            .unwrap_or_default();
+        out.push_str(&format!(
+            "{:>5}  {}  {:<20} by {}  request {}{reason}\n       {}\n",
+            event.sequence,
+            metadata.at.to_rfc3339_opts(SecondsFormat::Millis, true),
+            event.kind,
+            metadata.actor,
+            if metadata.request_id.is_empty() {
+                "-"
+            } else {
+                &metadata.request_id
+            },
+            entry.summary,
+        ));
+    }
+    out
+}
+
+/// `audit token`: the token, the key as it stood when it was minted, and what changed since.
+pub(super) fn token(report: &TokenReport) -> String {
+    let token = &report.token;
+    let in_force = &report.in_force;
+    let policy = &in_force.token_policy;
+    let origins: Vec<&str> = in_force
+        .origins
+        .entries()
+        .iter()
+        .map(|o| o.as_str())
+        .collect();
+    let previous: Vec<String> = in_force
+        .previous_public_keys
+        .iter()
+        .map(|p| format!("{} (until {})", p.public_key.as_str(), time(&p.valid_until)))
+        .collect();
+    let mut out = format!(
+        "{} token for {} minted {} (expires at unix {}), signature valid\n\
+         client key {} at version {} (now at version {})\n\
+         status: {}\n\
+         origins: {}\n\
+         token policy: visitor {}s, session {}s, refresh {}s, guests {}\n\
+         public key: {}{}\n\
+         secret key: \u{2026}{}\n",
+        kind(token.kind),
+        token.sub,
+        token
+            .minted_at
+            .as_ref()
+            .map_or_else(|| "-".to_owned(), time),
+        token.exp,
+        token.ck,
+        token.ver,
+        report.current_version,
+        status(in_force.status),
+        origins.join(", "),
+        policy.visitor_token_ttl_seconds(),
+        policy.session_ttl_seconds(),
+        policy.refresh_ttl_seconds(),
+        if policy.guests_allowed() {
+            "allowed"
+        } else {
+            "not allowed"
+        },
+        in_force.public_key.as_str(),
+        if previous.is_empty() {
+            String::new()
+        } else {
+            format!(" (previous: {})", previous.join(", "))
+        },
+        in_force.secret_key_last_four,
+    );
+    if let Some(origin) = &token.origin {
+        out.push_str(&format!(
+            "origin {origin}: {}\n",
+            if report.origin_allowed_then == Some(true) {
+                "in the allowlist then"
+            } else {
+                "NOT in the allowlist then"
+            }
+        ));
+    }
+    if !report.changes_since.is_empty() {
+        out.push_str("changes since:\n");
+        for change in &report.changes_since {
+            out.push_str(&format!(
+                "{:>5}  {}  {}\n",
+                change.sequence, change.kind, change.summary
+            ));
+        }
+    }
+    out
+}
+
+/// A time as the JSON output writes it (chrono's serde form), so text and JSON agree.
+fn time(at: &DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::AutoSi, true)
+}
+
+/// A token kind by its name in the claims.
+fn kind(kind: TokenKind) -> &'static str {
+    match kind {
+        TokenKind::Visitor => "visitor",
+        TokenKind::Session => "session",
+        TokenKind::Refresh => "refresh",
+    }
+}
+
+/// A key status by its name in the admin JSON.
+fn status(status: KeyStatus) -> &'static str {
+    match status {
+        KeyStatus::Active => "active",
+        KeyStatus::Disabled => "disabled",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::chain::{Broken, Problem};
+
+    #[test]
+    fn kinds_and_statuses_read_as_their_json_names() {
+        for k in [TokenKind::Visitor, TokenKind::Session, TokenKind::Refresh] {
+            assert_eq!(json!(kind(k)), json!(k));
+        }
+        for s in [KeyStatus::Active, KeyStatus::Disabled] {
+            assert_eq!(json!(status(s)), json!(s));
+        }
+    }
+
+    #[test]
+    fn times_read_as_the_json_writes_them() {
+        let whole = DateTime::from_timestamp(1_767_225_600, 0).expect("time");
+        let fraction = DateTime::from_timestamp(1_767_225_600, 120_000_000).expect("time");
+        for at in [whole, fraction] {
+            assert_eq!(json!(time(&at)), json!(at));
+        }
+        assert_eq!(time(&whole), "2026-01-01T00:00:00Z");
+    }
+
+    #[test]
+    fn an_intact_chain_with_legacy_events_says_what_protects_them() {
+        let report = VerifyReport {
+            events: 5,
+            legacy_events: 2,
+            broken: None,
+        };
+        assert_eq!(
+            verify(&report),
+            "intact, 5 events (2 legacy events written before the chain existed: only a \
+             chained event after them in the same key protects them)"
+        );
+    }
+
+    #[test]
+    fn a_broken_chain_names_the_key_the_sequence_and_the_problem() {
+        let report = VerifyReport {
+            events: 1,
+            legacy_events: 0,
+            broken: Some(Broken::new("ck_1", 2, Problem::Deleted)),
+        };
+        assert_eq!(
+            verify(&report),
+            "BROKEN at ck_1 sequence 2 (deleted): event 2 is missing: it was deleted"
+        );
+    }
+}

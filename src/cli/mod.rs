@@ -1,0 +1,83 @@
+//! The command line: `serve` (the default), `migrate`, and `audit` (see [`audit`]), the
+//! auditors' tools that read the event store directly (no server needed), configured by
+//! the same environment variables as the server.
+
+mod audit;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::Settings;
+use crate::store::Store;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "widget-auth",
+    version,
+    about = "Backend for an embeddable chat widget"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve the public and internal listeners (the default).
+    Serve,
+    /// Apply pending database migrations and exit.
+    Migrate,
+    /// Read the event history directly from the store (DATABASE_URL or WIDGET_AUTH_DATA_DIR).
+    Audit(audit::AuditArgs),
+}
+
+/// The binary's entry point: parses the command line, sets up logging, runs the command,
+/// and turns its outcome into the exit code (2 for a configuration error).
+pub async fn run() -> ExitCode {
+    let cli = Cli::parse();
+    let command = cli.command.unwrap_or(Command::Serve);
+    if matches!(command, Command::Audit(_)) {
+        init_cli_logs();
+    } else {
+        crate::telemetry::init();
+    }
+    let settings = match Settings::from_env() {
+        Ok(settings) => settings,
+        Err(err) => {
+            tracing::error!("configuration error: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = match command {
+        Command::Serve => crate::serve(settings).await.map(|()| ExitCode::SUCCESS),
+        Command::Migrate => migrate(&settings).await.map(|()| ExitCode::SUCCESS),
+        Command::Audit(args) => audit::run(&settings, args).await,
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            tracing::error!("{err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn migrate(settings: &Settings) -> anyhow::Result<()> {
+    let store = Store::open(settings.database_url_str(), &settings.data_dir).await?;
+    store.migrate().await?;
+    tracing::info!(store = store.kind(), "migrations applied");
+    store.close().await;
+    Ok(())
+}
+
+/// The audit tools talk to people on stdout; only warnings and errors are logged, to
+/// stderr, so `--json` output stays parseable.
+fn init_cli_logs() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
