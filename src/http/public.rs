@@ -3,6 +3,10 @@
 //! Every decision here is made from the in-memory read models (the widget directory and
 //! the secret key index). The only store access is the token ledger, for the two
 //! single-use rules (a visitor token exchanged once, a refresh token rotated once).
+//!
+//! What a session is and when a token still counts is decided in [`crate::sessions`];
+//! handlers here parse the request, check its origin, ask `sessions`, write the ledger
+//! and build the response.
 
 use std::sync::Arc;
 
