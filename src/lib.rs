@@ -16,6 +16,7 @@ pub mod feed;
 pub mod group_commit;
 pub mod http;
 pub mod metrics;
+pub mod sessions;
 pub mod store;
 pub mod telemetry;
 pub mod tokens;

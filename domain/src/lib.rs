@@ -14,6 +14,7 @@ pub mod events;
 pub mod keys;
 pub mod origin;
 pub mod policy;
+pub mod profile;
 pub mod services;
 
 pub use aggregate::{ClientKey, KeyStatus, PreviousPublicKey, PreviousSecretKey};
@@ -26,4 +27,5 @@ pub use keys::{
 };
 pub use origin::{AllowList, OriginError, OriginPattern, RequestOrigin};
 pub use policy::TokenPolicy;
+pub use profile::{Email, ProfileError, ProfileText, UserId};
 pub use services::{ClientKeyServices, Clock, FixedClock, SystemClock};

@@ -15,6 +15,7 @@ use bytes::Bytes;
 use serde::de::DeserializeOwned;
 
 use crate::commands::CommandError;
+use crate::sessions::SessionError;
 use crate::store::StoreError;
 
 /// Seconds a client should wait before retrying when the store is down.
@@ -140,6 +141,28 @@ impl From<CommandError> for ApiError {
                 err.to_string(),
             ),
             CommandError::Store(err) => err.into(),
+        }
+    }
+}
+
+impl From<SessionError> for ApiError {
+    /// The contract's status for each session refusal; the message is the error's text.
+    fn from(err: SessionError) -> Self {
+        let message = err.to_string();
+        match err {
+            SessionError::InvalidToken { .. }
+            | SessionError::ClientKeyGone { .. }
+            | SessionError::TokenOfDisabledKey
+            | SessionError::Revoked { .. }
+            | SessionError::InvalidProfile { .. }
+            | SessionError::AlreadyExchanged
+            | SessionError::RefreshReused => Self::bad_request(message),
+            SessionError::InvalidSecretKey | SessionError::SecretKeyOfAnotherKey => {
+                Self::unauthorized(message)
+            }
+            SessionError::KeyDisabled
+            | SessionError::GuestsNotAllowed
+            | SessionError::OriginMismatch => Self::forbidden(message),
         }
     }
 }

@@ -158,11 +158,9 @@ async fn create_client_key(
     let fingerprint = canonical(&body, "create");
     let (reason, _) = take_common(&mut body)?;
     let request: CreateRequest = from_value(body)?;
-    if request.name.as_str().trim().is_empty() {
-        return Err(ApiError::bad_request(
-            "invalid JSON body: name: must not be empty",
-        ));
-    }
+    // The domain's rule for names; the length and character rules held while parsing.
+    let name = Text::parse_non_empty(request.name.as_str())
+        .map_err(|e| ApiError::bad_request(format!("invalid JSON body: name: {e}")))?;
     let context = command_context(&state, &headers, reason, None, &fingerprint)?;
     let (id, public_key, secret_key) = {
         let mut rng = rand::rng();
@@ -174,7 +172,7 @@ async fn create_client_key(
     };
     let command = ClientKeyCommand::Create {
         id: id.clone(),
-        name: request.name,
+        name,
         public_key: public_key.clone(),
         secret_key: secret_key.fingerprint(),
         origins: AllowList::new(request.origins),

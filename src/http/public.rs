@@ -3,6 +3,10 @@
 //! Every decision here is made from the in-memory read models (the widget directory and
 //! the secret key index). The only store access is the token ledger, for the two
 //! single-use rules (a visitor token exchanged once, a refresh token rotated once).
+//!
+//! What a session is and when a token still counts is decided in [`crate::sessions`];
+//! handlers here parse the request, check its origin, ask `sessions`, write the ledger
+//! and build the response.
 
 use std::sync::Arc;
 
@@ -17,24 +21,18 @@ use axum::routing::{get, post};
 use axum::Router;
 use bytes::Bytes;
 use chrono::Utc;
-use domain::{KeyStatus, RequestOrigin, SecretKey};
+use domain::{KeyStatus, RequestOrigin};
 use projections::ClientKeyView;
 use serde::{Deserialize, Serialize};
 
 use super::error::{to_plain_text, ApiError, JsonBody};
 use crate::metrics::Listener;
-use crate::store::TokenUse;
-use crate::tokens::{Claims, TokenError, TokenKind};
+use crate::sessions::{self, Identity, Rotation, SessionError};
+use crate::tokens::{Claims, TokenKind};
 use crate::AppState;
 
 /// API.md: bodies over 16 KiB get 413.
 const BODY_LIMIT: usize = 16 * 1024;
-/// How long a client may retry a refresh with the token it just rotated (its response
-/// was lost) before that counts as reuse of a rotated token.
-const REFRESH_RETRY_GRACE_MS: i64 = 10_000;
-/// Longest `user_id` accepted from a customer backend.
-const MAX_USER_ID: usize = 255;
-const MAX_PROFILE_FIELD: usize = 500;
 
 /// The endpoints a browser calls: CORS preflight and `Vary: Origin` on every response.
 const BROWSER_PATHS: [&str; 4] = [
@@ -263,14 +261,6 @@ async fn config(State(state): State<AppState>, request: Request) -> Result<Respo
     Ok(allowed.cors(response))
 }
 
-/// Who a session is for.
-struct Identity {
-    sub: String,
-    guest: bool,
-    name: Option<String>,
-    email: Option<String>,
-}
-
 #[derive(Serialize)]
 struct SessionResponse {
     token: String,
@@ -282,40 +272,7 @@ struct SessionResponse {
     visitor_id: Option<String>,
 }
 
-/// 128 random bits as 32 hex digits (a token's `jti`, a refresh family, a guest id),
-/// from the thread-local CSPRNG: a UUID v4 would make a `getrandom` system call for
-/// each, three per guest token.
-fn new_id() -> String {
-    format!("{:032x}", rand::random::<u128>())
-}
-
-fn claims(
-    state: &AppState,
-    view: &ClientKeyView,
-    kind: TokenKind,
-    identity: &Identity,
-    ttl: u32,
-    now: i64,
-) -> Claims {
-    Claims {
-        iss: state.settings.issuer.clone(),
-        aud: kind.audience().to_owned(),
-        sub: identity.sub.clone(),
-        iat: now,
-        nbf: now,
-        exp: now + i64::from(ttl),
-        jti: new_id(),
-        ck: view.state().id.as_str().to_owned(),
-        kind,
-        ver: view.version(),
-        origin: None,
-        guest: Some(identity.guest),
-        name: identity.name.clone(),
-        email: identity.email.clone(),
-        fam: None,
-    }
-}
-
+/// Signs `claims` and counts the token.
 fn mint(state: &AppState, claims: &Claims) -> Result<String, ApiError> {
     let token = state
         .tokens
@@ -325,44 +282,33 @@ fn mint(state: &AppState, claims: &Claims) -> Result<String, ApiError> {
     Ok(token)
 }
 
-/// A session token and a refresh token (of `family`, or a new family) for `identity`.
-fn session_pair(
+/// A new session (and refresh token, of `family` or a new family) for `identity` at the
+/// allowed origin, as the response the widget receives.
+fn session_response(
     state: &AppState,
-    view: &ClientKeyView,
+    allowed: &Allowed,
     identity: &Identity,
-    origin: &RequestOrigin,
     family: Option<String>,
-) -> Result<SessionResponse, ApiError> {
-    let policy = view.state().token_policy;
+    visitor_id: Option<String>,
+) -> Result<Response, ApiError> {
     let now = Utc::now().timestamp();
-    let origin = Some(origin.as_str().to_owned());
-    let mut session = claims(
-        state,
-        view,
-        TokenKind::Session,
+    let pair = sessions::session_pair(
+        &allowed.view,
         identity,
-        policy.session_ttl_seconds(),
+        &allowed.origin,
+        family,
+        &state.settings.issuer,
         now,
     );
-    session.origin.clone_from(&origin);
-    let mut refresh = claims(
-        state,
-        view,
-        TokenKind::Refresh,
-        identity,
-        policy.refresh_ttl_seconds(),
-        now,
-    );
-    refresh.origin = origin;
-    refresh.fam = Some(family.unwrap_or_else(new_id));
-    Ok(SessionResponse {
-        token: mint(state, &session)?,
+    let body = SessionResponse {
+        token: mint(state, &pair.session)?,
         token_type: "Bearer",
-        expires_in: policy.session_ttl_seconds(),
-        refresh_token: mint(state, &refresh)?,
-        refresh_expires_in: policy.refresh_ttl_seconds(),
-        visitor_id: None,
-    })
+        expires_in: pair.expires_in,
+        refresh_token: mint(state, &pair.refresh)?,
+        refresh_expires_in: pair.refresh_expires_in,
+        visitor_id,
+    };
+    Ok(allowed.cors(token_response(&body)))
 }
 
 /// Token responses must never be cached (API.md).
@@ -385,25 +331,12 @@ async fn guest(
     JsonBody(body): JsonBody<GuestRequest>,
 ) -> Result<Response, ApiError> {
     let allowed = authorize_browser(&state, body.client_key.as_deref(), &headers)?;
-    if !allowed.view.state().token_policy.guests_allowed() {
-        return Err(ApiError::forbidden(
-            "guests are not allowed for this client_key",
-        ));
-    }
-    let visitor_id = format!("v_{}", new_id());
-    let identity = Identity {
-        sub: visitor_id.clone(),
-        guest: true,
-        name: None,
-        email: None,
-    };
-    let mut pair = session_pair(&state, &allowed.view, &identity, &allowed.origin, None)?;
-    pair.visitor_id = Some(visitor_id);
-    Ok(allowed.cors(token_response(&pair)))
+    let identity = Identity::guest(&allowed.view.state().token_policy)?;
+    let visitor_id = Some(identity.sub.clone());
+    session_response(&state, &allowed, &identity, None, visitor_id)
 }
 
-/// `Authorization: Bearer sk_live_…`, checked before the body is read: checksum first
-/// (no lookup for a malformed key), then the secret key index, then the grace window.
+/// `Authorization: Bearer sk_live_…`, checked before the body is read.
 struct SecretKeyAuth(Arc<ClientKeyView>);
 
 impl FromRequestParts<AppState> for SecretKeyAuth {
@@ -415,20 +348,8 @@ impl FromRequestParts<AppState> for SecretKeyAuth {
     ) -> Result<Self, Self::Rejection> {
         let presented = super::bearer(&parts.headers)
             .ok_or_else(|| ApiError::unauthorized("missing secret key"))?;
-        let invalid = || ApiError::unauthorized("invalid secret key");
-        let secret = SecretKey::parse(presented.trim()).map_err(|_| invalid())?;
-        let hash = secret.hash();
-        let view = state.directory.by_secret_hash(&hash).ok_or_else(invalid)?;
-        let key = view.state();
-        let now = Utc::now();
-        let current = key.secret_key.hash.ct_eq(&hash);
-        let in_grace = key
-            .previous_secret_keys
-            .iter()
-            .any(|p| p.secret_key.hash.ct_eq(&hash) && now < p.valid_until);
-        if !(current || in_grace) {
-            return Err(invalid());
-        }
+        let view =
+            sessions::authenticate_secret_key(&state.directory, presented.trim(), Utc::now())?;
         Ok(Self(view))
     }
 }
@@ -447,18 +368,6 @@ struct VisitorTokenResponse {
     expires_in: u32,
 }
 
-fn profile_field(value: Option<String>, field: &str) -> Result<Option<String>, ApiError> {
-    match value {
-        Some(v) if v.chars().count() > MAX_PROFILE_FIELD || v.chars().any(char::is_control) => {
-            Err(ApiError::bad_request(format!(
-                "{field} must be at most 500 characters without control characters"
-            )))
-        }
-        Some(v) if v.is_empty() => Ok(None),
-        other => Ok(other),
-    }
-}
-
 async fn user_token(
     State(state): State<AppState>,
     SecretKeyAuth(view): SecretKeyAuth,
@@ -471,80 +380,35 @@ async fn user_token(
         return Err(ApiError::bad_request("missing client_key or user_id"));
     };
     // The secret key must belong to the client key named in the body.
-    let belongs = domain::PublicKey::parse(&client_key)
-        .is_ok_and(|pk| view.state().accepts_public_key(&pk, Utc::now));
-    if !belongs {
-        return Err(ApiError::unauthorized(
-            "secret key does not belong to this client_key",
-        ));
-    }
-    if view.state().status == KeyStatus::Disabled {
-        return Err(ApiError::forbidden("client key disabled"));
-    }
-    if user_id.chars().count() > MAX_USER_ID || user_id.chars().any(char::is_control) {
-        return Err(ApiError::bad_request(
-            "user_id must be 1 to 255 characters without control characters",
-        ));
-    }
-    let email = profile_field(body.email, "email")?;
-    if email.as_deref().is_some_and(|e| !looks_like_email(e)) {
-        return Err(ApiError::bad_request("email is not an email address"));
-    }
-    let identity = Identity {
-        sub: user_id,
-        guest: false,
-        name: profile_field(body.name, "name")?,
-        email,
-    };
-    let ttl = view.state().token_policy.visitor_token_ttl_seconds();
-    let visitor = claims(
-        &state,
+    sessions::authorize_visitor_token(&view, &client_key, Utc::now)?;
+    let identity = Identity::user(&user_id, body.name.as_deref(), body.email.as_deref())?;
+    let visitor = sessions::visitor_claims(
         &view,
-        TokenKind::Visitor,
         &identity,
-        ttl,
+        &state.settings.issuer,
         Utc::now().timestamp(),
     );
     Ok(token_response(&VisitorTokenResponse {
         visitor_token: mint(&state, &visitor)?,
-        expires_in: ttl,
+        expires_in: view.state().token_policy.visitor_token_ttl_seconds(),
     }))
 }
 
-fn looks_like_email(email: &str) -> bool {
-    email.split_once('@').is_some_and(|(local, domain)| {
-        !local.is_empty()
-            && domain.contains('.')
-            && !domain.starts_with('.')
-            && !email.contains(char::is_whitespace)
-    })
-}
-
-/// Verifies a presented token and finds its client key, refusing revoked or disabled ones.
+/// Verifies a presented token of `kind` and finds its client key (see
+/// [`sessions::verify_presented`]).
 fn verify_presented(
     state: &AppState,
     token: &str,
     kind: TokenKind,
 ) -> Result<(Claims, Arc<ClientKeyView>), ApiError> {
-    let what = match kind {
-        TokenKind::Visitor => "visitor token",
-        TokenKind::Session => "session token",
-        TokenKind::Refresh => "refresh token",
-    };
-    let claims = state
-        .tokens
-        .verify(token, kind, &state.settings.issuer, Utc::now().timestamp())
-        .map_err(|e: TokenError| ApiError::bad_request(format!("invalid {what}: {e}")))?;
-    let view = state.directory.by_id(&claims.ck).ok_or_else(|| {
-        ApiError::bad_request(format!("invalid {what}: its client key no longer exists"))
-    })?;
-    if view.state().status == KeyStatus::Disabled {
-        return Err(ApiError::bad_request("client key disabled"));
-    }
-    if view.state().is_revoked(&claims.sub, claims.iat) {
-        return Err(ApiError::bad_request(format!("{what} revoked")));
-    }
-    Ok((claims, view))
+    Ok(sessions::verify_presented(
+        &state.tokens,
+        &state.settings.issuer,
+        &state.directory,
+        token,
+        kind,
+        Utc::now().timestamp(),
+    )?)
 }
 
 #[derive(Deserialize)]
@@ -564,44 +428,19 @@ async fn exchange(
     let (claims, view) = verify_presented(&state, &token, TokenKind::Visitor)?;
     let (origin_header, origin) = allowed_origin(&view, &headers)?;
     // Last, so a refused request does not burn the token.
-    match state
+    let used = state
         .store
         .use_token(&claims.jti, "visitor", None, now_ms(), claims.exp)
-        .await?
-    {
-        TokenUse::First => {}
-        TokenUse::Again { .. } => {
-            return Err(ApiError::bad_request("visitor token already exchanged"))
-        }
-    }
+        .await?;
+    sessions::first_exchange(used)?;
     let visitor_id = claims.sub.clone();
     let allowed = Allowed {
         view,
         origin_header,
         origin,
     };
-    session_response(&state, &allowed, claims, false, None, Some(visitor_id))
-}
-
-/// The session (and refresh token) answering an exchange or a refresh, for the identity
-/// the presented token carries.
-fn session_response(
-    state: &AppState,
-    allowed: &Allowed,
-    presented: Claims,
-    guest: bool,
-    family: Option<String>,
-    visitor_id: Option<String>,
-) -> Result<Response, ApiError> {
-    let identity = Identity {
-        sub: presented.sub,
-        guest,
-        name: presented.name,
-        email: presented.email,
-    };
-    let mut pair = session_pair(state, &allowed.view, &identity, &allowed.origin, family)?;
-    pair.visitor_id = visitor_id;
-    Ok(allowed.cors(token_response(&pair)))
+    let identity = Identity::exchanged(claims);
+    session_response(&state, &allowed, &identity, None, Some(visitor_id))
 }
 
 #[derive(Deserialize)]
@@ -620,51 +459,39 @@ async fn refresh(
         .ok_or_else(|| ApiError::bad_request("missing refresh_token"))?;
     let (claims, view) = verify_presented(&state, &token, TokenKind::Refresh)?;
     let (origin_header, origin) = allowed_origin(&view, &headers)?;
-    if claims.origin.as_deref() != Some(origin.as_str()) {
-        return Err(ApiError::forbidden(
-            "origin does not match the one this token was minted for",
-        ));
-    }
-    let family = claims
-        .fam
-        .clone()
-        .ok_or_else(|| ApiError::bad_request("invalid refresh token: token malformed"))?;
+    let family = sessions::refresh_family(&claims, &origin)?;
     if state.store.refresh_family_revoked(&family).await? {
-        return Err(ApiError::bad_request("refresh token revoked"));
+        return Err(SessionError::Revoked {
+            kind: TokenKind::Refresh,
+        }
+        .into());
     }
     let now = now_ms();
-    match state
+    let used = state
         .store
         .use_token(&claims.jti, "refresh", Some(&family), now, claims.exp)
-        .await?
-    {
-        TokenUse::First => {}
-        TokenUse::Again {
-            used_at_ms,
-            latest_in_family,
-        } if latest_in_family && now - used_at_ms <= REFRESH_RETRY_GRACE_MS => {
+        .await?;
+    match sessions::rotation(used, now, &view.state().token_policy) {
+        Rotation::Rotate => {}
+        Rotation::RetryWithinGrace => {
             tracing::debug!("refresh retried within the grace period");
         }
-        TokenUse::Again { .. } => {
-            let family_expires =
-                Utc::now().timestamp() + i64::from(view.state().token_policy.refresh_ttl_seconds());
+        Rotation::ReuseDetected(revocation) => {
             state
                 .store
-                .revoke_refresh_family(&family, now / 1000, family_expires)
+                .revoke_refresh_family(&family, revocation.revoked_at, revocation.expires_at)
                 .await?;
             tracing::warn!(client_key = %claims.ck, "rotated refresh token presented again; family revoked");
-            return Err(ApiError::bad_request(
-                "refresh token already used; the session is revoked",
-            ));
+            return Err(SessionError::RefreshReused.into());
         }
     }
-    let guest = claims.guest.unwrap_or(false);
     let allowed = Allowed {
         view,
         origin_header,
         origin,
     };
-    session_response(&state, &allowed, claims, guest, Some(family), None)
+    let identity = Identity::refreshed(claims);
+    session_response(&state, &allowed, &identity, Some(family), None)
 }
 
 async fn jwks(State(state): State<AppState>) -> Response {
