@@ -2,8 +2,8 @@
 //!
 //! The hot path (config, tokens) reads only these, never the event store. Folding is a
 //! pure function written once ([`Fold`]; [`ClientKeyView::apply`] takes its step for one
-//! event); the [`Directory`] wraps the results in moka caches keyed the ways the hot path looks
-//! keys up: by public key, by secret-key hash and by client key id.
+//! event); the [`Directory`] wraps the results in moka caches keyed the ways the hot path
+//! looks keys up: by public key, by secret-key hash and by client key id.
 
 pub mod directory;
 pub mod fold;

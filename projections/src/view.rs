@@ -49,16 +49,6 @@ impl ClientKeyView {
         fold.finish()
     }
 
-    /// A view of a state folded elsewhere.
-    pub fn from_state(
-        state: KeyState,
-        version: u64,
-        updated_at: Option<DateTime<Utc>>,
-        link: Option<String>,
-    ) -> Self {
-        Self::render(state, version, updated_at, link)
-    }
-
     /// The view at the end of a [`Fold`].
     pub(crate) fn from_folded(folded: Folded) -> Self {
         Self::render(folded.state, folded.version, folded.updated_at, folded.link)

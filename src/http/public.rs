@@ -22,8 +22,8 @@ use projections::ClientKeyView;
 use serde::{Deserialize, Serialize};
 
 use super::error::{to_plain_text, ApiError, JsonBody};
+use crate::ledger::TokenUse;
 use crate::metrics::Listener;
-use crate::store::TokenUse;
 use crate::tokens::{Claims, TokenError, TokenKind};
 use crate::AppState;
 
