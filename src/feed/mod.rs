@@ -1,7 +1,7 @@
 //! How events reach this node's read models from the store.
 //!
-//! - **Start-up replay** ([`replay::replay_all`]): every stored event, folded before the node
-//!   says it is ready.
+//! - **Start-up replay** ([`replay::replay_all`]): every stored event, folded before the
+//!   node says it is ready.
 //! - **Cross-node feed** ([`spawn`], PostgreSQL only; SQLite is single-node): cqrs-es
 //!   dispatches a committed event only inside the process that wrote it, so every node
 //!   also reads what the others wrote, two ways:
