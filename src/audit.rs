@@ -124,41 +124,15 @@ pub async fn events_page(
 /// through the read models' fold. Streamed and applied by value: one key with a long
 /// history costs time, not memory.
 pub async fn state_at(store: &Store, id: &str, point: Point) -> Result<StateAt, StoreError> {
-    let mut events = store.stream_history(id);
-    let mut folded: Option<(KeyState, u64, Option<DateTime<Utc>>)> = None;
-    // The link of the last event folded, for the view (see `ClientKeyView::link`).
-    let mut link = None;
-    let mut seen_any = false;
-    while let Some(recorded) = events.next().await {
-        let recorded = recorded?;
-        seen_any = true;
-        let within = match point {
-            Point::Sequence(n) => recorded.sequence <= n,
-            Point::Time(t) => recorded.metadata.at <= t,
-        };
-        if !within {
-            break;
-        }
-        let at = Some(recorded.metadata.at);
-        link = recorded.metadata.chain;
-        match folded.as_mut() {
-            Some((state, version, updated_at)) => {
-                state.apply(recorded.event);
-                *version = recorded.sequence;
-                *updated_at = at;
-            }
-            // As in `ClientKeyView::fold`: a history must start with the creation.
-            None => match KeyState::created(recorded.event) {
-                Some(state) => folded = Some((state, recorded.sequence, at)),
-                None => return Ok(StateAt::NotYetCreated),
-            },
-        }
-    }
-    Ok(match folded {
-        Some((state, version, updated_at)) => StateAt::Found(Box::new(ClientKeyView::from_state(
-            state, version, updated_at, link,
-        ))),
-        None if seen_any => StateAt::NotYetCreated,
+    // The same fold as the read models (`feed/replay.rs`), up to the point.
+    let folded = crate::feed::replay::fold_key(store, id, |recorded| match point {
+        Point::Sequence(n) => recorded.sequence <= n,
+        Point::Time(t) => recorded.metadata.at <= t,
+    })
+    .await?;
+    Ok(match folded.view {
+        Some(view) => StateAt::Found(Box::new(view)),
+        None if folded.events_read > 0 => StateAt::NotYetCreated,
         None => StateAt::UnknownKey,
     })
 }

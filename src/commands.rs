@@ -7,10 +7,11 @@ use std::sync::Arc;
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::{Aggregate, DomainEvent};
 use domain::{ClientKey, ClientKeyCommand, ClientKeyError, ClientKeyEvent, ClientKeyServices};
-use projections::{ApplyOutcome, ClientKeyView, Directory};
+use projections::{ApplyOutcome, Directory};
 use tracing::Instrument;
 
 use crate::chain;
+use crate::feed::{replay, Notifier};
 use crate::store::{AggregateContext, EventMetadata, RecordedEvent, Store, StoreError};
 
 /// Attempts for a command without `expected_version` that keeps losing the optimistic
@@ -30,6 +31,13 @@ pub enum CommandError {
     StaleVersion { expected: u64, actual: u64 },
     #[error("this Idempotency-Key was already used for a different request")]
     IdempotencyKeyReused,
+    /// `ClientKey::decide` yields at most one event per command, which the chain relies
+    /// on (one metadata map carries the event's own link): a bug, not the caller's fault.
+    #[error("a command recorded {0} events; the chain needs one")]
+    SeveralEvents(usize),
+    /// The event or its metadata could not be serialized to compute its chain link.
+    #[error("the event could not be serialized for its chain link")]
+    Serialize(#[source] serde_json::Error),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -56,12 +64,17 @@ pub struct CommandService {
     store: Arc<Store>,
     directory: Arc<Directory>,
     services: ClientKeyServices,
+    /// Wakes the other nodes after each commit.
+    notifier: Notifier,
     stripes: Arc<[tokio::sync::Mutex<()>]>,
 }
 
 impl CommandService {
+    /// Must be called on a Tokio runtime: on PostgreSQL it starts the task that sends
+    /// this node's wake-ups to the others (see [`Notifier`]).
     pub fn new(store: Arc<Store>, directory: Arc<Directory>, services: ClientKeyServices) -> Self {
         Self {
+            notifier: Notifier::start(&store),
             store,
             directory,
             services,
@@ -177,7 +190,7 @@ impl CommandService {
             match self.store.commit(events, loaded, &metadata).await {
                 Ok(committed) => {
                     if let Some(last) = committed.last() {
-                        self.store.notify(aggregate_id, last.sequence);
+                        self.notifier.notify(aggregate_id, last.sequence);
                     }
                     self.apply_to_read_models(&committed).await;
                     tracing::info!(
@@ -275,14 +288,10 @@ impl CommandService {
         }
     }
 
-    /// Rebuilds one key's view from its full history.
+    /// Rebuilds one key's view from its full history (the same fold as the start-up
+    /// replay, see `feed/replay.rs`).
     pub async fn reload(&self, aggregate_id: &str) -> Result<(), StoreError> {
-        let history = self.store.history(aggregate_id, 0, None).await?;
-        let stored: Vec<_> = history.iter().map(RecordedEvent::to_stored).collect();
-        if let Some(view) = ClientKeyView::fold(&stored) {
-            self.directory.replace(view);
-        }
-        Ok(())
+        replay::reload(&self.store, &self.directory, aggregate_id).await
     }
 }
 
@@ -295,24 +304,18 @@ fn chained_metadata(
     events: &[ClientKeyEvent],
     metadata: &EventMetadata,
     previous: &str,
-) -> Result<EventMetadata, StoreError> {
+) -> Result<EventMetadata, CommandError> {
     let [event] = events else {
-        return Err(StoreError::Other(
-            format!(
-                "a command recorded {} events; the chain needs one",
-                events.len()
-            )
-            .into(),
-        ));
+        return Err(CommandError::SeveralEvents(events.len()));
     };
     let mut metadata = EventMetadata {
         chain: None,
         ..metadata.clone()
     };
-    let encode = |e: serde_json::Error| StoreError::Other(Box::new(e));
     // Exactly what cqrs-es will store: the serialized event and the string map.
-    let payload = serde_json::to_value(event).map_err(encode)?;
-    let stored_metadata = serde_json::to_value(metadata.to_map()).map_err(encode)?;
+    let payload = serde_json::to_value(event).map_err(CommandError::Serialize)?;
+    let stored_metadata =
+        serde_json::to_value(metadata.to_map()).map_err(CommandError::Serialize)?;
     let link = chain::Hasher::default().link(
         previous,
         &chain::LinkInput {

@@ -13,8 +13,8 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod feed;
-pub mod group_commit;
 pub mod http;
+pub mod ledger;
 pub mod metrics;
 pub mod sessions;
 pub mod store;
@@ -171,11 +171,11 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningApp> {
     // Then, on PostgreSQL, the cross-node feed keeps the read models current.
     tasks.extend(feed::spawn(
         store.clone(),
-        state.commands.clone(),
+        directory.clone(),
         shutdown.subscribe(),
     ));
 
-    tasks.push(tokio::spawn(prune_token_ledger(
+    tasks.push(tokio::spawn(ledger::keep_pruned(
         state.store.clone(),
         shutdown.subscribe(),
     )));
@@ -188,26 +188,6 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningApp> {
         shutdown,
         tasks,
     })
-}
-
-/// How often used-token records of expired tokens are forgotten.
-const LEDGER_PRUNE_EVERY: Duration = Duration::from_secs(3600);
-
-/// Keeps the token ledger small: once a token has expired its signature check refuses
-/// it, so its single-use record is no longer needed.
-async fn prune_token_ledger(store: Arc<Store>, mut stop: watch::Receiver<bool>) {
-    let mut every = tokio::time::interval(LEDGER_PRUNE_EVERY);
-    loop {
-        tokio::select! {
-            _ = every.tick() => {}
-            _ = stop.wait_for(|stopped| *stopped) => return,
-        }
-        let before = chrono::Utc::now().timestamp() - 60;
-        match store.prune_token_ledger(before).await {
-            Ok(removed) => tracing::debug!(removed, "pruned the token ledger"),
-            Err(err) => tracing::warn!(error = %err, "pruning the token ledger failed"),
-        }
-    }
 }
 
 /// File name of the generated signing key inside the data dir (embedded mode).

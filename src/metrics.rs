@@ -1,15 +1,60 @@
-//! Prometheus metrics for `GET /metrics` on the internal listener. Plain atomics: the
-//! counters sit on the hot path, so recording must cost a relaxed increment, no lock.
+//! Prometheus metrics for `GET /metrics` on the internal listener (served by
+//! `http/internal.rs`). Counters only: plain atomics, because they sit on the hot path,
+//! so recording must cost a relaxed increment, no lock. The per-process counters of the
+//! store, the feed and the group commit are statics here, so those modules count without
+//! reaching for the app's state.
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use axum::extract::{Request, State};
-use axum::middleware::Next;
-use axum::response::Response;
-
 use crate::tokens::TokenKind;
-use crate::AppState;
+
+/// Every call into the database by this process, for `/metrics`: the benchmark proves
+/// with it that the hot path's refusals never reach the store.
+static STORE_QUERIES: AtomicU64 = AtomicU64::new(0);
+
+/// Store calls made by the feed (wake-ups and catch-up), so `/metrics` can tell
+/// background reads from request-driven ones.
+static FEED_QUERIES: AtomicU64 = AtomicU64::new(0);
+
+/// Statements the group commit sent and events they carried (their ratio is the mean
+/// group size: how much sharing the load is getting).
+static GROUPS: AtomicU64 = AtomicU64::new(0);
+static GROUPED_EVENTS: AtomicU64 = AtomicU64::new(0);
+
+/// Counts one call into the database (any store of this process).
+pub(crate) fn count_query() {
+    STORE_QUERIES.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Calls into the database so far (all stores of this process).
+pub fn store_queries() -> u64 {
+    STORE_QUERIES.load(Ordering::Relaxed)
+}
+
+/// Counts one read the cross-node feed starts (it is counted in [`store_queries`] too).
+pub(crate) fn count_feed_query() {
+    FEED_QUERIES.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Reads the cross-node feed has started so far.
+pub fn feed_queries() -> u64 {
+    FEED_QUERIES.load(Ordering::Relaxed)
+}
+
+/// Counts one group commit statement carrying `events` events.
+pub(crate) fn count_group_commit(events: usize) {
+    GROUPS.fetch_add(1, Ordering::Relaxed);
+    GROUPED_EVENTS.fetch_add(events as u64, Ordering::Relaxed);
+}
+
+/// (statements, events) committed by group commit so far in this process.
+pub fn group_commits() -> (u64, u64) {
+    (
+        GROUPS.load(Ordering::Relaxed),
+        GROUPED_EVENTS.load(Ordering::Relaxed),
+    )
+}
 
 #[derive(Debug, Clone, Copy)]
 pub enum Listener {
@@ -74,37 +119,11 @@ impl Metrics {
                 counter.load(Ordering::Relaxed)
             );
         }
-        let (total, feed) = (crate::store::store_queries(), crate::feed::feed_queries());
+        let (total, feed) = (store_queries(), feed_queries());
         let _ = writeln!(out, "# HELP widget_auth_store_queries_total Calls into the event store: by the cross-node feed, and everything else (requests, start-up replay, maintenance).\n# TYPE widget_auth_store_queries_total counter\nwidget_auth_store_queries_total{{caller=\"feed\"}} {feed}\nwidget_auth_store_queries_total{{caller=\"other\"}} {}", total.saturating_sub(feed));
-        let (groups, grouped) = crate::group_commit::group_commits();
+        let (groups, grouped) = group_commits();
         let _ = writeln!(out, "# HELP widget_auth_group_commit_statements_total INSERT statements the PostgreSQL group commit sent.\n# TYPE widget_auth_group_commit_statements_total counter\nwidget_auth_group_commit_statements_total {groups}\n# HELP widget_auth_group_commit_events_total Events those statements carried (divided by the statements: the mean group size).\n# TYPE widget_auth_group_commit_events_total counter\nwidget_auth_group_commit_events_total {grouped}");
         let _ = writeln!(out, "# HELP widget_auth_commands_committed_total Admin commands that recorded an event.\n# TYPE widget_auth_commands_committed_total counter\nwidget_auth_commands_committed_total {}", self.commands_committed.load(Ordering::Relaxed));
         out
     }
-}
-
-/// Counts every response of the internal listener.
-pub async fn count_internal(
-    State(state): State<AppState>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let response = next.run(request).await;
-    state
-        .metrics
-        .response(Listener::Internal, response.status().as_u16());
-    response
-}
-
-pub async fn render(State(state): State<AppState>) -> Response {
-    let body = state
-        .metrics
-        .render(state.directory.is_ready(), state.directory.len());
-    axum::response::IntoResponse::into_response((
-        [(
-            axum::http::header::CONTENT_TYPE,
-            "text/plain; version=0.0.4",
-        )],
-        body,
-    ))
 }

@@ -18,7 +18,7 @@ use domain::{
 };
 use projections::{ClientKeyView, Directory};
 
-use crate::store::TokenUse;
+use crate::ledger::TokenUse;
 use crate::tokens::{Claims, SigningKeys, TokenError, TokenKind};
 
 /// How long a client may retry a refresh with the token it just rotated (its response

@@ -8,6 +8,8 @@ use domain::ClientKeyEvent;
 use serde::Serialize;
 use serde_json::json;
 
+use crate::fold::{Fold, Folded};
+
 /// An event as read back from the store, with its position in the key's history.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredEvent {
@@ -37,43 +39,32 @@ pub struct ClientKeyView {
 
 impl ClientKeyView {
     /// Folds a key's history (in sequence order) into a view; `None` when the history
-    /// does not start with a creation. The body is rendered once, at the end.
+    /// does not start with a creation. The body is rendered once, at the end. Borrows
+    /// the history, so each event is cloned: streamed replays push into a [`Fold`] instead.
     pub fn fold<'a>(events: impl IntoIterator<Item = &'a StoredEvent>) -> Option<Self> {
-        let mut events = events.into_iter();
-        let first = events.next()?;
-        let mut state = KeyState::created(first.event.clone())?;
-        let (mut version, mut updated_at, mut link) = (first.sequence, first.at, &first.link);
+        let mut fold = Fold::new();
         for stored in events {
-            state.apply(stored.event.clone());
-            version = stored.sequence;
-            updated_at = stored.at.or(updated_at);
-            link = &stored.link;
+            fold.push(stored.clone());
         }
-        Some(Self::render(state, version, updated_at, link.clone()))
+        fold.finish()
     }
 
-    /// A view of a state folded elsewhere (auditors' streamed replays, which apply each
-    /// event by value instead of keeping the history to fold it).
-    pub fn from_state(
-        state: KeyState,
-        version: u64,
-        updated_at: Option<DateTime<Utc>>,
-        link: Option<String>,
-    ) -> Self {
-        Self::render(state, version, updated_at, link)
+    /// The view at the end of a [`Fold`].
+    pub(crate) fn from_folded(folded: Folded) -> Self {
+        Self::render(folded.state, folded.version, folded.updated_at, folded.link)
     }
 
-    /// The view after one more event. Pure: the caller decides whether `event` is the
-    /// next one in sequence.
+    /// The view after one more event, by the same step as [`Fold::push`]. Pure: the
+    /// caller decides whether `event` is the next one in sequence.
     pub fn apply(&self, stored: &StoredEvent) -> Self {
-        let mut state = self.state.clone();
-        state.apply(stored.event.clone());
-        Self::render(
-            state,
-            stored.sequence,
-            stored.at.or(self.updated_at),
-            stored.link.clone(),
-        )
+        let mut folded = Folded {
+            state: self.state.clone(),
+            version: self.version,
+            updated_at: self.updated_at,
+            link: None,
+        };
+        folded.step(stored.clone());
+        Self::from_folded(folded)
     }
 
     fn render(

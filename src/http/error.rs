@@ -140,6 +140,9 @@ impl From<CommandError> for ApiError {
                 "idempotency_key_reused",
                 err.to_string(),
             ),
+            err @ (CommandError::SeveralEvents(_) | CommandError::Serialize(_)) => {
+                Self::internal(&err)
+            }
             CommandError::Store(err) => err.into(),
         }
     }

@@ -44,16 +44,41 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .nest("/internal/v1", v1)
         .merge(super::probes())
-        .route("/metrics", get(crate::metrics::render))
+        .route("/metrics", get(render_metrics))
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .layer(axum::extract::DefaultBodyLimit::max(ADMIN_BODY_LIMIT))
         .layer(middleware::from_fn_with_state(
             state.clone(),
-            crate::metrics::count_internal,
+            count_internal,
         ))
         // Outermost: the request id must exist before the admin check and handlers.
         .layer(middleware::from_fn(super::request_span))
         .with_state(state)
+}
+
+/// Counts every response of the internal listener.
+async fn count_internal(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    state.metrics.response(
+        crate::metrics::Listener::Internal,
+        response.status().as_u16(),
+    );
+    response
+}
+
+/// `GET /metrics`: the Prometheus text exposition.
+async fn render_metrics(State(state): State<AppState>) -> Response {
+    let body = state
+        .metrics
+        .render(state.directory.is_ready(), state.directory.len());
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        body,
+    )
+        .into_response()
 }
 
 async fn require_admin(State(state): State<AppState>, request: Request, next: Next) -> Response {

@@ -1,4 +1,4 @@
-//! The PostgreSQL group commit (`src/group_commit.rs`) against a real database: events
+//! The PostgreSQL group commit (`src/store/group_commit.rs`) against a real database: events
 //! that arrive together share one statement, and one event's failure stays its own.
 //!
 //! Each test runs on a current-thread runtime and starts all its commits in one poll
@@ -10,7 +10,7 @@ use domain::ClientKey;
 use futures::future::join_all;
 use serde_json::{json, Value};
 use sqlx::PgPool;
-use widget_auth::group_commit::GroupCommitRepository;
+use widget_auth::store::group_commit::GroupCommitRepository;
 use widget_auth::store::Store;
 
 use crate::helpers::{StoreKind, TestStore};

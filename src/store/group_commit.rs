@@ -18,7 +18,6 @@
 //! `Idempotency-Key` is already recorded, is simply not returned, and its command gets
 //! the optimistic-lock error it would have got alone.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use cqrs_es::persist::{
@@ -29,6 +28,9 @@ use postgres_es::PostgresEventRepository;
 use serde_json::Value;
 use sqlx::PgPool;
 use tokio::sync::{mpsc, oneshot, Mutex};
+
+use super::is_unavailable;
+use crate::metrics::{count_group_commit, count_query};
 
 /// Events per statement at most. Larger groups gain little (the flush is already shared)
 /// and make one statement's latency the whole group's.
@@ -46,19 +48,6 @@ const INSERT_GROUP: &str = "INSERT INTO events \
      AS r(t, id, seq, et, ev, p, m) \
      ON CONFLICT DO NOTHING \
      RETURNING aggregate_id, sequence";
-
-/// Statements sent and events they carried, for `/metrics` (their ratio is the mean
-/// group size: how much sharing the load is getting).
-static GROUPS: AtomicU64 = AtomicU64::new(0);
-static GROUPED_EVENTS: AtomicU64 = AtomicU64::new(0);
-
-/// (statements, events) committed by group commit so far in this process.
-pub fn group_commits() -> (u64, u64) {
-    (
-        GROUPS.load(Ordering::Relaxed),
-        GROUPED_EVENTS.load(Ordering::Relaxed),
-    )
-}
 
 /// One event waiting for its group's statement, and where its command waits.
 struct Pending {
@@ -166,7 +155,7 @@ impl PersistedEventRepository for GroupCommitRepository {
             // NOTHING` could keep some and drop others, so they take postgres-es's own
             // transaction. (ClientKey decides at most one event per command.)
             (events, snapshot_update) => {
-                crate::store::count_query();
+                count_query();
                 self.reads.persist::<A>(events, snapshot_update).await
             }
         }
@@ -244,7 +233,7 @@ async fn commit_group(pool: &PgPool, group: Vec<Pending>) {
         // One malformed event must not fail the commands it happened to share a
         // statement with: a statement error that is not about reaching the database is
         // retried one event at a time, so only that event's command sees it.
-        Err(err) if group.len() > 1 && !crate::store::is_unavailable(&err) => {
+        Err(err) if group.len() > 1 && !is_unavailable(&err) => {
             tracing::warn!(error = %err, events = group.len(), "group commit failed; committing its events one by one");
             for pending in group {
                 match insert(pool, std::slice::from_ref(&pending)).await {
@@ -258,9 +247,8 @@ async fn commit_group(pool: &PgPool, group: Vec<Pending>) {
 }
 
 async fn insert(pool: &PgPool, group: &[Pending]) -> Result<Vec<(String, i64)>, sqlx::Error> {
-    crate::store::count_query();
-    GROUPS.fetch_add(1, Ordering::Relaxed);
-    GROUPED_EVENTS.fetch_add(group.len() as u64, Ordering::Relaxed);
+    count_query();
+    count_group_commit(group.len());
     let column = |f: fn(&Pending) -> &str| group.iter().map(f).collect::<Vec<&str>>();
     sqlx::query_as(INSERT_GROUP)
         .bind(column(|p| p.aggregate_type))
@@ -291,7 +279,7 @@ fn answer(group: Vec<Pending>, inserted: &[(String, i64)]) {
 }
 
 fn fail(group: Vec<Pending>, err: &sqlx::Error) {
-    let unavailable = crate::store::is_unavailable(err);
+    let unavailable = is_unavailable(err);
     for pending in group {
         let failed = Box::new(GroupFailed(err.to_string()));
         let _ = pending.done.send(Err(if unavailable {
