@@ -129,6 +129,10 @@ impl AdminCredential {
 /// File name of the generated admin token inside the data dir.
 pub const ADMIN_TOKEN_FILE: &str = "admin-token";
 
+/// File name of the signing key generated inside the data dir (embedded mode, when
+/// `WIDGET_AUTH_SIGNING_KEY_FILE` is unset).
+pub const SIGNING_KEY_FILE: &str = "signing-key.pem";
+
 impl Settings {
     /// `WIDGET_AUTH_ADMIN_TOKEN`, or the token saved in the data dir, generated (mode
     /// 0600) on first start. Returns the path when the token came from the file so the

@@ -105,7 +105,8 @@ impl ClientKey {
         self.state.as_ref()
     }
 
-    /// Rebuilds a key from its history (auditors' replays, tests).
+    /// Rebuilds a key from its history (the domain tests; the service folds views
+    /// through `projections::Fold` instead).
     pub fn from_events<'a>(events: impl IntoIterator<Item = &'a ClientKeyEvent>) -> Self {
         let mut key = Self::default();
         for event in events {

@@ -19,12 +19,9 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::audit::{self, KeyHistory, Point, StateAt};
-use crate::config::Settings;
+use crate::config::{Settings, SIGNING_KEY_FILE};
 use crate::store::Store;
 use crate::tokens::SigningKeys;
-
-/// The signing key file in the data dir when `WIDGET_AUTH_SIGNING_KEY_FILE` is unset.
-const SIGNING_KEY_FILE: &str = "signing-key.pem";
 
 #[derive(Debug, Args)]
 pub(super) struct AuditArgs {

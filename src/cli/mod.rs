@@ -50,7 +50,9 @@ pub async fn run() -> ExitCode {
         }
     };
     let result = match command {
-        Command::Serve => crate::serve(settings).await.map(|()| ExitCode::SUCCESS),
+        Command::Serve => crate::app::serve(settings)
+            .await
+            .map(|()| ExitCode::SUCCESS),
         Command::Migrate => migrate(&settings).await.map(|()| ExitCode::SUCCESS),
         Command::Audit(args) => audit::run(&settings, args).await,
     };

@@ -1,6 +1,6 @@
 //! The HTTP layer's one error type. Handlers return `ApiError`; it becomes a JSON body on
 //! the internal listener and a short `text/plain` sentence on the public one (see
-//! [`plain_text_errors`]). User errors are 4xx with the contract's message, a stopped
+//! [`to_plain_text`]). User errors are 4xx with the contract's message, a stopped
 //! store is 503 with `Retry-After`, and anything else is an opaque 500 whose cause chain
 //! is logged, never sent.
 

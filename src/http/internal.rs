@@ -21,8 +21,8 @@ use sha2::{Digest, Sha256};
 use super::error::{from_value, ApiError, JsonBody};
 use crate::audit;
 use crate::commands::{CommandContext, Outcome};
+use crate::state::AppState;
 use crate::store::EventMetadata;
-use crate::AppState;
 
 /// Admin bodies carry whole configs; still bounded so a bad client cannot exhaust memory.
 const ADMIN_BODY_LIMIT: usize = 64 * 1024;

@@ -18,7 +18,7 @@ use axum::routing::get;
 use axum::Router;
 use tracing::Instrument;
 
-use crate::AppState;
+use crate::state::AppState;
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 

@@ -28,8 +28,8 @@ use serde::{Deserialize, Serialize};
 use super::error::{to_plain_text, ApiError, JsonBody};
 use crate::metrics::Listener;
 use crate::sessions::{self, Identity, Rotation, SessionError};
+use crate::state::AppState;
 use crate::tokens::{Claims, TokenKind};
-use crate::AppState;
 
 /// API.md: bodies over 16 KiB get 413.
 const BODY_LIMIT: usize = 16 * 1024;

@@ -6,7 +6,7 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 use widget_auth::tokens::{Claims, SigningKeys};
 
-use crate::helpers::{status_json, StoreKind, TestApp, TestStore};
+use crate::helpers::{status_json, StoreKind, TestApp, TestClock, TestStore};
 
 crate::on_both_stores!(
     history_lists_every_change_with_its_metadata_and_no_secret,
@@ -150,18 +150,19 @@ async fn history_lists_every_change_with_its_metadata_and_no_secret(store: Store
 }
 
 async fn state_at_replays_the_key_as_it_was_at_each_point(store: StoreKind) {
-    let app = TestApp::spawn(store).await;
+    let clock = std::sync::Arc::new(TestClock::system());
+    let app = TestApp::spawn_with_clock(store, clock.clone()).await;
     let created = app
         .create_key(json!({"name": "Acme", "origins": ["https://a.test"]}))
         .await;
     let id = created["id"].as_str().expect("id");
-    // Command times are whole seconds (they are compared with JWT `iat`): a second apart,
-    // each event has its own time.
+    // Command times are whole seconds (they are compared with JWT `iat`): two seconds
+    // apart on the server's clock, each event has its own time.
     for origins in [
         json!(["https://a.test", "https://b.test"]),
         json!(["https://b.test"]),
     ] {
-        tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+        clock.advance(std::time::Duration::from_secs(2));
         ok(
             &app,
             id,

@@ -9,8 +9,8 @@ use reqwest::{Response, StatusCode};
 use secrecy::ExposeSecret;
 use serde_json::{json, Value};
 use sqlx::Connection;
+use widget_auth::app::RunningApp;
 use widget_auth::config::Settings;
-use widget_auth::RunningApp;
 
 pub use crate::common::postgres_admin_url;
 use crate::common::TestDatabase;
@@ -57,7 +57,7 @@ impl TestStore {
     pub fn signing_key_path(&self) -> PathBuf {
         match self.database_url {
             Some(_) => self.data_dir.join("shared-signing-key.pem"),
-            None => self.data_dir.join(widget_auth::SIGNING_KEY_FILE),
+            None => self.data_dir.join(widget_auth::config::SIGNING_KEY_FILE),
         }
     }
 
@@ -162,6 +162,36 @@ impl TestStore {
     }
 }
 
+/// The clock a test hands the server for its commands: the machine's time unless the
+/// test moves it, so a test that needs events seconds apart advances it instead of
+/// sleeping.
+#[derive(Debug, Default)]
+pub struct TestClock {
+    /// Added to the machine's time.
+    offset_ms: std::sync::atomic::AtomicI64,
+}
+
+impl TestClock {
+    pub fn system() -> Self {
+        Self::default()
+    }
+
+    pub fn advance(&self, by: Duration) {
+        let by = i64::try_from(by.as_millis()).expect("a short advance");
+        self.offset_ms
+            .fetch_add(by, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl domain::Clock for TestClock {
+    fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        chrono::Utc::now()
+            + chrono::Duration::milliseconds(
+                self.offset_ms.load(std::sync::atomic::Ordering::SeqCst),
+            )
+    }
+}
+
 pub struct TestApp {
     pub app: RunningApp,
     pub store: TestStore,
@@ -180,10 +210,19 @@ impl TestApp {
         Self::spawn_on(TestStore::new(kind).await).await
     }
 
+    /// A server whose commands take their time from `clock` (see [`TestClock`]).
+    pub async fn spawn_with_clock(kind: StoreKind, clock: Arc<TestClock>) -> Self {
+        Self::spawn_on_with_clock(TestStore::new(kind).await, clock).await
+    }
+
     /// Starts a server on an existing store (a restart).
     pub async fn spawn_on(store: TestStore) -> Self {
+        Self::spawn_on_with_clock(store, Arc::new(TestClock::system())).await
+    }
+
+    async fn spawn_on_with_clock(store: TestStore, clock: Arc<TestClock>) -> Self {
         init_logs();
-        let app = widget_auth::start(store.settings())
+        let app = widget_auth::app::start(store.settings(), clock)
             .await
             .expect("server starts");
         assert!(
