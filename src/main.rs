@@ -1,4 +1,4 @@
-//! `widget-auth`: see `cli.rs` for the commands and `lib.rs` for the server.
+//! `widget-auth`: see `cli/` for the commands and `app.rs` for the server.
 
 /// The hot path allocates small, short-lived buffers for every request (headers, bodies,
 /// tokens); mimalloc serves those markedly faster than glibc's allocator.

@@ -91,6 +91,37 @@ impl Fold {
     }
 }
 
+impl ClientKeyView {
+    /// Folds a key's history (in sequence order) into a view; `None` when the history
+    /// does not start with a creation. The body is rendered once, at the end. Borrows
+    /// the history, so each event is cloned: streamed replays push into a [`Fold`] instead.
+    pub fn fold<'a>(events: impl IntoIterator<Item = &'a StoredEvent>) -> Option<Self> {
+        let mut fold = Fold::new();
+        for stored in events {
+            fold.push(stored.clone());
+        }
+        fold.finish()
+    }
+
+    /// The view at the end of a [`Fold`].
+    pub(crate) fn from_folded(folded: Folded) -> Self {
+        Self::render(folded.state, folded.version, folded.updated_at, folded.link)
+    }
+
+    /// The view after one more event, by the same step as [`Fold::push`]. Pure: the
+    /// caller decides whether `event` is the next one in sequence.
+    pub fn apply(&self, stored: &StoredEvent) -> Self {
+        let mut folded = Folded {
+            state: self.state().clone(),
+            version: self.version(),
+            updated_at: self.updated_at(),
+            link: None,
+        };
+        folded.step(stored.clone());
+        Self::from_folded(folded)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use chrono::TimeZone;

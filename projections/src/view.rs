@@ -8,8 +8,6 @@ use domain::ClientKeyEvent;
 use serde::Serialize;
 use serde_json::json;
 
-use crate::fold::{Fold, Folded};
-
 /// An event as read back from the store, with its position in the key's history.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredEvent {
@@ -38,36 +36,9 @@ pub struct ClientKeyView {
 }
 
 impl ClientKeyView {
-    /// Folds a key's history (in sequence order) into a view; `None` when the history
-    /// does not start with a creation. The body is rendered once, at the end. Borrows
-    /// the history, so each event is cloned: streamed replays push into a [`Fold`] instead.
-    pub fn fold<'a>(events: impl IntoIterator<Item = &'a StoredEvent>) -> Option<Self> {
-        let mut fold = Fold::new();
-        for stored in events {
-            fold.push(stored.clone());
-        }
-        fold.finish()
-    }
-
-    /// The view at the end of a [`Fold`].
-    pub(crate) fn from_folded(folded: Folded) -> Self {
-        Self::render(folded.state, folded.version, folded.updated_at, folded.link)
-    }
-
-    /// The view after one more event, by the same step as [`Fold::push`]. Pure: the
-    /// caller decides whether `event` is the next one in sequence.
-    pub fn apply(&self, stored: &StoredEvent) -> Self {
-        let mut folded = Folded {
-            state: self.state.clone(),
-            version: self.version,
-            updated_at: self.updated_at,
-            link: None,
-        };
-        folded.step(stored.clone());
-        Self::from_folded(folded)
-    }
-
-    fn render(
+    /// A view of `state` as of `version`, its config body rendered now (once per
+    /// change, never per request). Folds build views through this ([`crate::fold`]).
+    pub(crate) fn render(
         state: KeyState,
         version: u64,
         updated_at: Option<DateTime<Utc>>,
