@@ -1,6 +1,7 @@
 //! The two listeners: `public` (browsers and customer backends) and `internal`
 //! (operators, auditors, probes). Shared here: health probes and the request span.
 
+pub mod assets;
 pub mod error;
 pub mod internal;
 pub mod public;

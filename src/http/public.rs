@@ -50,6 +50,7 @@ pub fn router(state: AppState) -> Router {
         .route(BROWSER_PATHS[3], post(refresh))
         .route("/api/v1/widget/auth/user-token", post(user_token))
         .route("/.well-known/jwks.json", get(jwks))
+        .route("/widget/v1/widget.js", get(super::assets::widget_js))
         .merge(super::probes())
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
