@@ -158,7 +158,7 @@ fn load_signing_keys(settings: &Settings) -> anyhow::Result<SigningKeys> {
             "WIDGET_AUTH_SIGNING_KEY_FILE must be set when DATABASE_URL is PostgreSQL: every node must sign with the same key"
         );
     }
-    std::fs::create_dir_all(&settings.data_dir).with_context(|| {
+    crate::store::files::private_dir(&settings.data_dir).with_context(|| {
         format!(
             "creating WIDGET_AUTH_DATA_DIR {}",
             settings.data_dir.display()

@@ -231,7 +231,7 @@ impl Settings {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(problem("cannot read", e)),
         }
-        std::fs::create_dir_all(&self.data_dir)
+        crate::store::files::private_dir(&self.data_dir)
             .map_err(|e| problem("cannot create the directory of", e))?;
         let token: String = {
             use rand::Rng;
