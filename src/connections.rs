@@ -13,7 +13,9 @@
 //! - [`tower_http::timeout::TimeoutLayer`] bounds everything after the head, the body
 //!   included (its per-frame body timeout would let a trickled body run forever): 408;
 //! - HTTP/1 only: HTTP/2 without TLS (h2c, which no browser speaks) has no header timeout
-//!   in hyper, so a silent h2c client could hold a connection without limit;
+//!   in hyper, so a silent h2c client could hold a connection without limit; and with
+//!   one protocol the builder starts HTTP/1 at once instead of first waiting for bytes to
+//!   tell the protocols apart (a wait no timer covers). No upgrades are served;
 //! - a semaphore permit per connection, taken before `accept`, is the connection cap;
 //! - each request carries [`ConnectInfo`] with the TCP peer, as
 //!   `into_make_service_with_connect_info` would give it, for handlers that need the
@@ -113,7 +115,7 @@ pub async fn serve(
                 request
             });
         let connection = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(service))
+            .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service))
             .into_owned();
         let connection = graceful.watch(connection);
         connections.spawn(async move {

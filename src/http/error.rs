@@ -235,9 +235,10 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     Ok(value)
 }
 
-/// Deserializes an already-parsed JSON value with the same error messages.
+/// Deserializes an already-parsed JSON value with the same error messages; an array
+/// where an object is expected is refused at any depth (see [`super::strict`]).
 pub fn from_value<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, ApiError> {
-    serde_path_to_error::deserialize(value).map_err(|err| json_error(&err))
+    serde_path_to_error::deserialize(super::strict::Strict(value)).map_err(|err| json_error(&err))
 }
 
 fn json_error<E: std::fmt::Display>(err: &serde_path_to_error::Error<E>) -> ApiError {

@@ -4,6 +4,7 @@
 pub mod error;
 pub mod internal;
 pub mod public;
+mod strict;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
