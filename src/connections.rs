@@ -145,3 +145,48 @@ pub async fn serve(
 async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|stopped| *stopped).await;
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+
+    use axum::extract::ConnectInfo;
+    use axum::routing::get;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn handlers_see_the_tcp_peer_as_connect_info() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("binds");
+        let addr = listener.local_addr().expect("addr");
+        let router = Router::new().route(
+            "/peer",
+            get(|ConnectInfo(peer): ConnectInfo<SocketAddr>| async move { peer.to_string() }),
+        );
+        let limits = Limits {
+            timeouts: ConnectionTimeouts::default(),
+            max_connections: 4,
+            shutdown_grace: Duration::from_secs(1),
+        };
+        let (stop, stopped) = watch::channel(false);
+        let server = tokio::spawn(serve("test", listener, router, limits, stopped));
+        let mut client = tokio::net::TcpStream::connect(addr)
+            .await
+            .expect("connects");
+        let me = client.local_addr().expect("local addr");
+        client
+            .write_all(b"GET /peer HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .expect("sent");
+        let mut answer = String::new();
+        client.read_to_string(&mut answer).await.expect("read");
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert!(
+            answer.ends_with(&me.to_string()),
+            "{answer} should end with {me}"
+        );
+        let _ = stop.send(true);
+        server.await.expect("stopped");
+    }
+}
