@@ -21,7 +21,7 @@ use crate::config::{AdminCredential, Settings, SIGNING_KEY_FILE};
 use crate::state::{App, AppState};
 use crate::store::Store;
 use crate::tokens::SigningKeys;
-use crate::{feed, http, ledger};
+use crate::{connections, feed, http, ledger};
 
 /// How long start-up waits for the database (a container starting next to us).
 const STORE_WAIT: Duration = Duration::from_secs(30);
@@ -50,7 +50,8 @@ impl RunningApp {
         true
     }
 
-    /// Stops accepting connections, lets in-flight requests finish, closes the store.
+    /// Stops accepting connections, lets in-flight requests finish for at most
+    /// `WIDGET_AUTH_SHUTDOWN_GRACE_SECONDS` and closes what is left, then closes the store.
     pub async fn stop(self) {
         let _ = self.shutdown.send(true);
         for task in self.tasks {
@@ -109,18 +110,13 @@ pub async fn start(settings: Settings, clock: Arc<dyn Clock>) -> anyhow::Result<
         ("public", public, http::public::router(state.clone())),
         ("internal", internal, http::internal::router(state.clone())),
     ] {
-        let mut stop = shutdown.subscribe();
-        tasks.push(tokio::spawn(async move {
-            let graceful = async move {
-                let _ = stop.wait_for(|stopped| *stopped).await;
-            };
-            if let Err(err) = axum::serve(listener, router)
-                .with_graceful_shutdown(graceful)
-                .await
-            {
-                tracing::error!(listener = name, error = %err, "listener failed");
-            }
-        }));
+        tasks.push(tokio::spawn(connections::serve(
+            name,
+            listener,
+            router,
+            connections::Limits::of(&settings),
+            shutdown.subscribe(),
+        )));
     }
     tracing::info!(%public_addr, %internal_addr, store = store.kind(), "listening");
 
@@ -162,7 +158,7 @@ fn load_signing_keys(settings: &Settings) -> anyhow::Result<SigningKeys> {
             "WIDGET_AUTH_SIGNING_KEY_FILE must be set when DATABASE_URL is PostgreSQL: every node must sign with the same key"
         );
     }
-    std::fs::create_dir_all(&settings.data_dir).with_context(|| {
+    crate::store::files::private_dir(&settings.data_dir).with_context(|| {
         format!(
             "creating WIDGET_AUTH_DATA_DIR {}",
             settings.data_dir.display()

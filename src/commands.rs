@@ -12,7 +12,7 @@ use tracing::Instrument;
 
 use crate::chain;
 use crate::feed::{replay, Notifier};
-use crate::store::{AggregateContext, EventMetadata, RecordedEvent, Store, StoreError};
+use crate::store::{AggregateContext, EventMetadata, NoopRecord, RecordedEvent, Store, StoreError};
 
 /// Attempts for a command without `expected_version` that keeps losing the optimistic
 /// race to another node: each retry re-decides on fresh state, so nothing is lost or
@@ -172,11 +172,9 @@ impl CommandService {
                 .await?;
             let events: Vec<ClientKeyEvent> = sink.collect().await;
             if events.is_empty() {
-                return Ok(Outcome {
-                    version: current,
-                    event: None,
-                    replayed: false,
-                });
+                return self
+                    .remember_noop(aggregate_id, current, &context.metadata)
+                    .await;
             }
             // The link needs the previous event as stored, which cannot change under us:
             // if another writer appended meanwhile, the commit fails as a conflict and the
@@ -261,17 +259,62 @@ impl CommandService {
         let Some(key) = metadata.idempotency_key.as_deref() else {
             return Ok(None);
         };
-        let Some(first) = self.store.find_by_idempotency_key(key).await? else {
-            return Ok(None);
+        if let Some(first) = self.store.find_by_idempotency_key(key).await? {
+            if first.metadata.request_hash != metadata.request_hash {
+                return Err(CommandError::IdempotencyKeyReused);
+            }
+            return Ok(Some(Outcome {
+                version: first.sequence,
+                event: Some(first),
+                replayed: true,
+            }));
+        }
+        match self.store.find_noop(key).await? {
+            Some(first) => Self::noop_answer(&first, metadata, true).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// A command that changed nothing: its Idempotency-Key (if any) is remembered with
+    /// its answer, so a retry is answered the same and another body under it is a 409.
+    async fn remember_noop(
+        &self,
+        aggregate_id: &str,
+        current: u64,
+        metadata: &EventMetadata,
+    ) -> Result<Outcome, CommandError> {
+        let Some(key) = metadata.idempotency_key.as_deref() else {
+            return Ok(Outcome {
+                version: current,
+                event: None,
+                replayed: false,
+            });
         };
-        if first.metadata.request_hash != metadata.request_hash {
+        let ours = NoopRecord {
+            request_hash: metadata.request_hash.clone().unwrap_or_default(),
+            aggregate_id: aggregate_id.to_owned(),
+            version: current,
+        };
+        let recorded = self.store.record_noop(key, &ours, metadata.at).await?;
+        // Another request (on any node) may have taken the key between our look-up and
+        // the insert: then its answer is the one that counts.
+        let replayed = recorded != ours;
+        Self::noop_answer(&recorded, metadata, replayed)
+    }
+
+    fn noop_answer(
+        recorded: &NoopRecord,
+        metadata: &EventMetadata,
+        replayed: bool,
+    ) -> Result<Outcome, CommandError> {
+        if Some(&recorded.request_hash) != metadata.request_hash.as_ref() {
             return Err(CommandError::IdempotencyKeyReused);
         }
-        Ok(Some(Outcome {
-            version: first.sequence,
-            event: Some(first),
-            replayed: true,
-        }))
+        Ok(Outcome {
+            version: recorded.version,
+            event: None,
+            replayed,
+        })
     }
 
     /// Makes committed events visible on this node before the response is sent. A gap

@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
@@ -34,7 +35,36 @@ pub struct Settings {
     pub db_max_connections: u32,
     /// `iss` of every token we mint and the only issuer we accept (`WIDGET_AUTH_ISSUER`).
     pub issuer: String,
+    /// Connections served at once per listener (`WIDGET_AUTH_MAX_CONNECTIONS`); further
+    /// ones wait in the accept queue.
+    pub max_connections: usize,
+    /// How long SIGTERM waits for in-flight requests (`WIDGET_AUTH_SHUTDOWN_GRACE_SECONDS`).
+    pub shutdown_grace: Duration,
+    /// The connection deadlines of API.md "Operating contract". Not environment
+    /// variables: the contract fixes them; tests shorten them to stay fast.
+    pub timeouts: ConnectionTimeouts,
 }
+
+/// How long a client may take, per connection (API.md "Operating contract").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionTimeouts {
+    /// From the connection's first byte (or the previous response) to the end of the head.
+    pub request_head: Duration,
+    /// From the end of a request's head to its answer, the body included.
+    pub whole_request: Duration,
+}
+
+impl Default for ConnectionTimeouts {
+    fn default() -> Self {
+        Self {
+            request_head: Duration::from_secs(10),
+            whole_request: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Shortest `WIDGET_AUTH_ADMIN_TOKEN` accepted (a generated one is 256 random bits).
+pub const MIN_ADMIN_TOKEN_CHARS: usize = 32;
 
 impl Settings {
     pub fn from_env() -> Result<Self, ConfigError> {
@@ -68,10 +98,42 @@ impl Settings {
                 })
             }
         };
+        let number = |variable: &'static str,
+                      default: u64,
+                      bounds: std::ops::RangeInclusive<u64>| {
+            match get(variable) {
+                None => Ok(default),
+                Some(value) => value
+                    .trim()
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|n| bounds.contains(n))
+                    .ok_or_else(|| ConfigError {
+                        variable,
+                        problem: format!(
+                            "must be a number from {} to {}, not `{value}`",
+                            bounds.start(),
+                            bounds.end()
+                        ),
+                    }),
+            }
+        };
+        let admin_token = get("WIDGET_AUTH_ADMIN_TOKEN");
+        if let Some(token) = &admin_token {
+            if token.chars().count() < MIN_ADMIN_TOKEN_CHARS {
+                return Err(ConfigError {
+                    variable: "WIDGET_AUTH_ADMIN_TOKEN",
+                    problem: format!(
+                        "must be at least {MIN_ADMIN_TOKEN_CHARS} characters long (it has {}); unset it to have one generated",
+                        token.chars().count()
+                    ),
+                });
+            }
+        }
         Ok(Self {
             public_addr: addr("WIDGET_AUTH_PUBLIC_ADDR", "0.0.0.0:8080")?,
             internal_addr: addr("WIDGET_AUTH_INTERNAL_ADDR", "127.0.0.1:8081")?,
-            admin_token: get("WIDGET_AUTH_ADMIN_TOKEN").map(SecretString::from),
+            admin_token: admin_token.map(SecretString::from),
             data_dir: get("WIDGET_AUTH_DATA_DIR")
                 .map_or_else(|| PathBuf::from("./data"), PathBuf::from),
             signing_key_file: get("WIDGET_AUTH_SIGNING_KEY_FILE").map(PathBuf::from),
@@ -89,6 +151,18 @@ impl Settings {
                     })?,
             },
             issuer: get("WIDGET_AUTH_ISSUER").unwrap_or_else(|| "widget-auth".to_owned()),
+            max_connections: usize::try_from(number(
+                "WIDGET_AUTH_MAX_CONNECTIONS",
+                10_000,
+                1..=1_000_000,
+            )?)
+            .unwrap_or(usize::MAX),
+            shutdown_grace: Duration::from_secs(number(
+                "WIDGET_AUTH_SHUTDOWN_GRACE_SECONDS",
+                10,
+                0..=3600,
+            )?),
+            timeouts: ConnectionTimeouts::default(),
         })
     }
 }
@@ -157,7 +231,7 @@ impl Settings {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(problem("cannot read", e)),
         }
-        std::fs::create_dir_all(&self.data_dir)
+        crate::store::files::private_dir(&self.data_dir)
             .map_err(|e| problem("cannot create the directory of", e))?;
         let token: String = {
             use rand::Rng;
@@ -211,6 +285,38 @@ mod tests {
     }
 
     #[test]
+    fn connection_limits_default_to_the_contract_and_refuse_nonsense() {
+        let s = settings(&[]).expect("defaults are valid");
+        assert_eq!(s.max_connections, 10_000);
+        assert_eq!(s.shutdown_grace, Duration::from_secs(10));
+        assert_eq!(s.timeouts.request_head, Duration::from_secs(10));
+        assert_eq!(s.timeouts.whole_request, Duration::from_secs(30));
+        let s = settings(&[
+            ("WIDGET_AUTH_MAX_CONNECTIONS", "50"),
+            ("WIDGET_AUTH_SHUTDOWN_GRACE_SECONDS", "0"),
+        ])
+        .expect("valid");
+        assert_eq!((s.max_connections, s.shutdown_grace), (50, Duration::ZERO));
+        let err = settings(&[("WIDGET_AUTH_MAX_CONNECTIONS", "0")]).unwrap_err();
+        assert_eq!(err.variable, "WIDGET_AUTH_MAX_CONNECTIONS");
+        let err = settings(&[("WIDGET_AUTH_SHUTDOWN_GRACE_SECONDS", "soon")]).unwrap_err();
+        assert_eq!(err.variable, "WIDGET_AUTH_SHUTDOWN_GRACE_SECONDS");
+    }
+
+    #[test]
+    fn a_short_admin_token_is_refused_naming_the_variable() {
+        let err = settings(&[("WIDGET_AUTH_ADMIN_TOKEN", "a")]).unwrap_err();
+        assert_eq!(err.variable, "WIDGET_AUTH_ADMIN_TOKEN");
+        assert!(err.to_string().contains("at least 32 characters"), "{err}");
+        assert!(
+            !err.to_string().contains("`a`"),
+            "the token is never echoed: {err}"
+        );
+        let ok = "x".repeat(32);
+        assert!(settings(&[("WIDGET_AUTH_ADMIN_TOKEN", &ok)]).is_ok());
+    }
+
+    #[test]
     fn a_bad_address_names_the_variable() {
         let err = settings(&[("WIDGET_AUTH_INTERNAL_ADDR", "localhost")]).unwrap_err();
         assert_eq!(err.variable, "WIDGET_AUTH_INTERNAL_ADDR");
@@ -230,13 +336,16 @@ mod tests {
     #[test]
     fn secrets_do_not_appear_in_debug_output() {
         let s = settings(&[
-            ("WIDGET_AUTH_ADMIN_TOKEN", "admin-token-value"),
+            (
+                "WIDGET_AUTH_ADMIN_TOKEN",
+                "admin-token-value-long-enough-for-32",
+            ),
             ("DATABASE_URL", "postgres://u:hunter2@db/x"),
         ])
         .expect("valid");
         let debug = format!("{s:?}");
         assert!(
-            !debug.contains("admin-token-value") && !debug.contains("hunter2"),
+            !debug.contains("admin-token-value-long-enough-for-32") && !debug.contains("hunter2"),
             "{debug}"
         );
         assert_eq!(
@@ -244,7 +353,7 @@ mod tests {
                 .as_ref()
                 .map(|t| t.expose_secret().to_owned())
                 .as_deref(),
-            Some("admin-token-value")
+            Some("admin-token-value-long-enough-for-32")
         );
     }
 

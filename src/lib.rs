@@ -10,6 +10,7 @@ pub mod chain;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod connections;
 pub mod feed;
 pub mod http;
 pub mod ledger;

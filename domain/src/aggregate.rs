@@ -251,6 +251,15 @@ fn check_origins(origins: &AllowList) -> Result<(), ClientKeyError> {
     if origins.len() > MAX_ORIGINS {
         return Err(ClientKeyError::TooManyOrigins);
     }
+    // Checked on new allowlists only, never when parsing: an entry stored before this
+    // rule must still replay.
+    if let Some(entry) = origins
+        .entries()
+        .iter()
+        .find(|entry| entry.is_wildcard_over_public_suffix())
+    {
+        return Err(ClientKeyError::PublicSuffixWildcard(entry.to_string()));
+    }
     Ok(())
 }
 

@@ -18,4 +18,9 @@ pub enum ClientKeyError {
     TooManyOrigins,
     #[error("the new key must differ from the current and previous keys")]
     KeyReused,
+    /// The entry, normalised: a wildcard over a public suffix admits every site under it.
+    #[error(
+        "invalid origin `{0}`: the wildcard's domain is a public suffix, so it would admit every site registered under it"
+    )]
+    PublicSuffixWildcard(String),
 }

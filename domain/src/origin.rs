@@ -162,6 +162,18 @@ impl OriginPattern {
         self.scheme == origin.scheme && port_ok && host_ok
     }
 
+    /// Whether this is `*.<d>` where `d` is itself on the Public Suffix List (ICANN or
+    /// private section: `co.uk`, `github.io`), so it would admit every site under `d`.
+    /// The list is compiled into the `psl` crate: no I/O (see the README for its
+    /// version and how to update it).
+    pub fn is_wildcard_over_public_suffix(&self) -> bool {
+        let HostPattern::Subdomains(dot_parent) = &self.host else {
+            return false;
+        };
+        let parent = dot_parent.trim_start_matches('.');
+        psl::suffix(parent.as_bytes()).is_some_and(|suffix| suffix.as_bytes() == parent.as_bytes())
+    }
+
     /// Exact entries are served from a hash set by [`AllowList`]; only these are scanned.
     fn is_wildcard(&self) -> bool {
         matches!(self.host, HostPattern::Subdomains(_)) || self.port == PortPattern::Any
@@ -691,6 +703,39 @@ mod tests {
             &["https://app.example.com"],
             "https://other.example.com"
         ));
+    }
+
+    #[test]
+    fn wildcards_over_a_public_suffix_are_recognised_in_both_sections_of_the_list() {
+        let over = |entry: &str| {
+            OriginPattern::parse(entry)
+                .expect("a well-formed entry")
+                .is_wildcard_over_public_suffix()
+        };
+        // ICANN section, a private-section suffix, a wildcard rule (`*.ck`), and an IDN
+        // suffix stored in punycode (`公司.cn`).
+        for entry in [
+            "https://*.co.uk",
+            "https://*.github.io",
+            "https://*.CO.UK",
+            "https://*.foo.ck",
+            "https://*.xn--55qx5d.cn",
+            "https://*.公司.cn",
+            "http://*.co.uk:*",
+        ] {
+            assert!(over(entry), "{entry} should be refused");
+        }
+        for entry in [
+            "https://*.example.co.uk",
+            "https://*.example.github.io",
+            "https://*.example.com",
+            "https://*.acme.test",
+            "https://github.io",
+            "https://co.uk",
+            "http://localhost:*",
+        ] {
+            assert!(!over(entry), "{entry} should be accepted");
+        }
     }
 
     #[test]

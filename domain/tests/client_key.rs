@@ -181,6 +181,59 @@ fn changing_origins_replaces_the_allowlist() {
 }
 
 #[test]
+fn a_new_key_whose_wildcard_covers_a_public_suffix_is_refused_naming_the_entry() {
+    let ClientKeyCommand::Create {
+        id,
+        name,
+        public_key,
+        secret_key,
+        config,
+        token_policy,
+        ..
+    } = create_command()
+    else {
+        unreachable!()
+    };
+    Framework::with(services())
+        .given_no_previous_events()
+        .when(ClientKeyCommand::Create {
+            id,
+            name,
+            public_key,
+            secret_key,
+            origins: origins(&["https://app.acme.test", "https://*.CO.UK"]),
+            config,
+            token_policy,
+        })
+        .then_expect_error(ClientKeyError::PublicSuffixWildcard(
+            "https://*.co.uk".to_owned(),
+        ));
+}
+
+#[test]
+fn changing_origins_to_a_wildcard_over_a_private_public_suffix_is_refused() {
+    Framework::with(services())
+        .given(vec![created()])
+        .when(ClientKeyCommand::ChangeOrigins {
+            origins: origins(&["https://*.github.io"]),
+        })
+        .then_expect_error(ClientKeyError::PublicSuffixWildcard(
+            "https://*.github.io".to_owned(),
+        ));
+}
+
+#[test]
+fn a_wildcard_under_a_registrable_domain_of_a_public_suffix_is_accepted() {
+    let new = origins(&["https://*.acme.co.uk", "https://*.acme.github.io"]);
+    Framework::with(services())
+        .given(vec![created()])
+        .when(ClientKeyCommand::ChangeOrigins {
+            origins: new.clone(),
+        })
+        .then_expect_events(vec![ClientKeyEvent::OriginsChanged { origins: new }]);
+}
+
+#[test]
 fn changing_to_more_than_a_hundred_origins_is_refused() {
     let many: Vec<String> = (0..101).map(|i| format!("https://site{i}.test")).collect();
     let refs: Vec<&str> = many.iter().map(String::as_str).collect();

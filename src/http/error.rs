@@ -213,15 +213,32 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     }
 }
 
-/// Parses JSON with the path of the offending field in the message.
+/// Parses a body that must be exactly one JSON object (API.md "Public endpoints"), with
+/// the path of the offending field in the message. An array is refused before serde sees
+/// it (a derived struct would otherwise fill its fields from the items in order), and
+/// the deserializer must reach the end: `{...} xx` or `{...}{...}` is not one object.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+    if first != Some(&b'{') {
+        return Err(ApiError::bad_request(if first.is_none() {
+            "invalid JSON body: expected a JSON object, got an empty body"
+        } else {
+            "invalid JSON body: expected a JSON object"
+        }));
+    }
     let deserializer = &mut serde_json::Deserializer::from_slice(bytes);
-    serde_path_to_error::deserialize(deserializer).map_err(|err| json_error(&err))
+    let value =
+        serde_path_to_error::deserialize(&mut *deserializer).map_err(|err| json_error(&err))?;
+    deserializer.end().map_err(|_| {
+        ApiError::bad_request("invalid JSON body: unexpected data after the JSON object")
+    })?;
+    Ok(value)
 }
 
-/// Deserializes an already-parsed JSON value with the same error messages.
+/// Deserializes an already-parsed JSON value with the same error messages; an array
+/// where an object is expected is refused at any depth (see [`super::strict`]).
 pub fn from_value<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, ApiError> {
-    serde_path_to_error::deserialize(value).map_err(|err| json_error(&err))
+    serde_path_to_error::deserialize(super::strict::Strict(value)).map_err(|err| json_error(&err))
 }
 
 fn json_error<E: std::fmt::Display>(err: &serde_path_to_error::Error<E>) -> ApiError {

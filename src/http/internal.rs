@@ -39,14 +39,16 @@ pub fn router(state: AppState) -> Router {
         .route("/client-keys/{id}/events", get(client_key_events))
         .route("/client-keys/{id}/state", get(client_key_state))
         .route("/audit/verify", get(verify_chain))
-        .fallback(|| async { ApiError::not_found("no such endpoint") })
-        .route_layer(middleware::from_fn_with_state(state.clone(), require_admin));
+        .fallback(|| async { ApiError::not_found("no such endpoint") });
     Router::new()
         .nest("/internal/v1", v1)
         .merge(super::probes())
         .route("/metrics", get(render_metrics))
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .layer(axum::extract::DefaultBodyLimit::max(ADMIN_BODY_LIMIT))
+        // Before routing: without the token, a path under /internal/v1 that does not exist
+        // answers exactly like one that does (no route discovery).
+        .layer(middleware::from_fn_with_state(state.clone(), require_admin))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             count_internal,
@@ -81,9 +83,17 @@ async fn render_metrics(State(state): State<AppState>) -> Response {
         .into_response()
 }
 
+/// Every request under `/internal/v1` needs the admin token, whether or not its path
+/// names an endpoint; probes, metrics and docs outside it need none.
 async fn require_admin(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let presented = super::bearer(request.headers());
-    match presented {
+    let path = request.uri().path();
+    let guarded = path
+        .strip_prefix("/internal/v1")
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'));
+    if !guarded {
+        return next.run(request).await;
+    }
+    match super::bearer(request.headers()) {
         Some(token) if state.admin.verify(token) => next.run(request).await,
         _ => ApiError::unauthorized("missing or invalid admin token").into_response(),
     }

@@ -5,6 +5,7 @@ pub mod assets;
 pub mod error;
 pub mod internal;
 pub mod public;
+mod strict;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};

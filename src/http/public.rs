@@ -96,7 +96,7 @@ async fn public_edge(State(state): State<AppState>, request: Request, next: Next
 fn preflight(request: &HeaderMap) -> Response {
     let mut response = StatusCode::NO_CONTENT.into_response();
     let headers = response.headers_mut();
-    if let Some(origin) = request.get(header::ORIGIN) {
+    if let Ok(Some(origin)) = single_origin(request) {
         if origin
             .to_str()
             .is_ok_and(|o| RequestOrigin::parse(o).is_ok())
@@ -141,8 +141,20 @@ impl Allowed {
     }
 }
 
+/// The request's one `Origin` header. Two or more are malformed whatever their order:
+/// taking the first (or the last) would let a proxy or client that adds its own header
+/// decide which origin is checked.
+fn single_origin(headers: &HeaderMap) -> Result<Option<&HeaderValue>, ApiError> {
+    let mut values = headers.get_all(header::ORIGIN).iter();
+    let first = values.next();
+    if values.next().is_some() {
+        return Err(ApiError::forbidden("malformed Origin header"));
+    }
+    Ok(first)
+}
+
 fn request_origin(headers: &HeaderMap) -> Result<(HeaderValue, RequestOrigin), ApiError> {
-    let Some(value) = headers.get(header::ORIGIN) else {
+    let Some(value) = single_origin(headers)? else {
         return Err(ApiError::forbidden("missing Origin header"));
     };
     let text = value

@@ -7,6 +7,8 @@
 //! This module is the event store only: the token ledger's tables are `ledger.rs`'s, the
 //! cross-node feed's queries live with the feed, and the query counters with the metrics.
 
+pub mod files;
+mod noops;
 mod rows;
 
 pub mod group_commit;
@@ -28,6 +30,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{PgPool, SqlitePool};
 
 use self::group_commit::GroupCommitRepository;
+pub use self::noops::NoopRecord;
 pub(crate) use self::rows::{decode_recorded_row, COLUMNS};
 use self::rows::{decode_row, REPLAY_SQL};
 use crate::metrics::count_query;
@@ -62,6 +65,12 @@ pub enum StoreError {
     Configuration(String),
     #[error("cannot create the data directory {}", path.display())]
     DataDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot make the database file {} owner-only", path.display())]
+    DatabaseFile {
         path: PathBuf,
         #[source]
         source: std::io::Error,
@@ -287,7 +296,7 @@ impl Store {
                 "DATABASE_URL must start with postgres://, postgresql:// or sqlite:".to_owned(),
             )),
             None => {
-                std::fs::create_dir_all(data_dir).map_err(|source| StoreError::DataDir {
+                files::private_dir(data_dir).map_err(|source| StoreError::DataDir {
                     path: data_dir.to_owned(),
                     source,
                 })?;
@@ -299,6 +308,17 @@ impl Store {
     }
 
     async fn open_sqlite(options: SqliteConnectOptions) -> Result<Self, StoreError> {
+        let database = options.get_filename().to_owned();
+        let on_disk = database.as_os_str() != ":memory:" && !database.as_os_str().is_empty();
+        let private = |result: std::io::Result<()>| {
+            result.map_err(|source| StoreError::DatabaseFile {
+                path: database.clone(),
+                source,
+            })
+        };
+        if on_disk {
+            private(files::prepare_sqlite(&database))?;
+        }
         let options = options
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
@@ -311,6 +331,10 @@ impl Store {
             .connect_with(options)
             .await
             .map_err(StoreError::from_sqlx)?;
+        if on_disk {
+            // The pool's first connection switched to WAL: `-wal` and `-shm` exist now.
+            private(files::narrow_sqlite(&database))?;
+        }
         let events = PersistedEventStore::new_event_store(SqliteEventRepository::new(pool.clone()))
             .with_upcasters(domain::events::upcasters());
         Ok(Self::Sqlite { pool, events })

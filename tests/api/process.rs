@@ -17,8 +17,31 @@ struct Server {
 }
 
 fn start_binary(store: &TestStore, extra_env: &[(&str, &str)]) -> Server {
+    start_binary_with(
+        store,
+        extra_env,
+        Command::new(env!("CARGO_BIN_EXE_widget-auth")),
+    )
+}
+
+/// The binary under a shell that first sets a permissive umask (`exec` keeps the pid, so
+/// SIGTERM reaches the server).
+fn start_binary_with_umask(store: &TestStore, extra_env: &[(&str, &str)], umask: &str) -> Server {
+    let mut command = Command::new("sh");
+    command.args([
+        "-c",
+        &format!("umask {umask} && exec \"$0\""),
+        env!("CARGO_BIN_EXE_widget-auth"),
+    ]);
+    start_binary_with(store, extra_env, command)
+}
+
+fn start_binary_with(
+    store: &TestStore,
+    extra_env: &[(&str, &str)],
+    mut command: Command,
+) -> Server {
     let (public, internal) = (free_port(), free_port());
-    let mut command = Command::new(env!("CARGO_BIN_EXE_widget-auth"));
     command
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -81,7 +104,152 @@ fn terminate(mut server: Server) -> (std::process::ExitStatus, String) {
     (status, output)
 }
 
-crate::on_both_stores!(the_binary_serves_with_no_setup_logs_no_secret_and_stops_on_sigterm);
+crate::on_both_stores!(
+    the_binary_serves_with_no_setup_logs_no_secret_and_stops_on_sigterm,
+    sigterm_exits_within_the_grace_despite_a_half_sent_request,
+    a_short_admin_token_is_refused_at_start_naming_the_variable,
+    the_data_dir_and_its_files_are_owner_only_whatever_the_umask,
+);
+
+async fn sigterm_exits_within_the_grace_despite_a_half_sent_request(store: StoreKind) {
+    use tokio::io::AsyncWriteExt as _;
+    let store = TestStore::new(store).await;
+    let server = start_binary(&store, &[("WIDGET_AUTH_SHUTDOWN_GRACE_SECONDS", "2")]);
+    let http = reqwest::Client::new();
+    wait_ready(&http, &server).await;
+    let address = server.public.trim_start_matches("http://").to_owned();
+    let mut half = tokio::net::TcpStream::connect(&address)
+        .await
+        .expect("connects");
+    half.write_all(
+        b"POST /api/v1/widget/auth/guest HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"cl",
+    )
+    .await
+    .expect("sent");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = Instant::now();
+    let (status, output) = terminate(server);
+    let took = started.elapsed();
+    assert!(status.success(), "exit 0 on SIGTERM: {status:?}\n{output}");
+    assert!(
+        took < Duration::from_secs(2 + 3),
+        "SIGTERM took {took:?} with a 2 s grace"
+    );
+    assert!(output.contains("shutdown grace over"), "{output}");
+    drop(half);
+    store.cleanup().await;
+}
+
+async fn a_short_admin_token_is_refused_at_start_naming_the_variable(store: StoreKind) {
+    let store = TestStore::new(store).await;
+    let token = "short-admin-token";
+    let mut server = start_binary(&store, &[("WIDGET_AUTH_ADMIN_TOKEN", token)]);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        if let Some(status) = server.child.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "started with a short admin token"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut output = String::new();
+    for pipe in [
+        server
+            .child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read>),
+        server
+            .child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read>),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        let mut pipe = pipe;
+        let _ = pipe.read_to_string(&mut output);
+    }
+    assert!(!status.success(), "{output}");
+    assert!(
+        output.contains("WIDGET_AUTH_ADMIN_TOKEN") && output.contains("at least 32 characters"),
+        "{output}"
+    );
+    assert!(
+        !output.contains(token),
+        "the token is never printed: {output}"
+    );
+    store.cleanup().await;
+}
+
+async fn the_data_dir_and_its_files_are_owner_only_whatever_the_umask(kind: StoreKind) {
+    use std::os::unix::fs::PermissionsExt;
+    let store = TestStore::new(kind).await;
+    let mut fresh = store.clone();
+    fresh.data_dir = store.data_dir.join("fresh");
+    // On PostgreSQL the shared signing key stays where the store put it.
+    let key_file = store.signing_key_path().display().to_string();
+    let extra: Vec<(&str, &str)> = match kind {
+        StoreKind::Postgres => vec![("WIDGET_AUTH_SIGNING_KEY_FILE", key_file.as_str())],
+        StoreKind::Sqlite => vec![],
+    };
+    let server = start_binary_with_umask(&fresh, &extra, "000");
+    let http = reqwest::Client::new();
+    wait_ready(&http, &server).await;
+    let token = std::fs::read_to_string(fresh.data_dir.join("admin-token")).expect("token");
+    let created = http
+        .post(format!("{}/internal/v1/client-keys", server.internal))
+        .bearer_auth(token.trim())
+        .json(&json!({"name": "Acme", "origins": ["https://acme.test"]}))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let mode = |path: &std::path::Path| {
+        std::fs::metadata(path)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    assert_eq!(mode(&fresh.data_dir), 0o700, "the data dir");
+    let mut expected = vec!["admin-token"];
+    if kind == StoreKind::Sqlite {
+        expected.extend([
+            "widget-auth.sqlite3",
+            "widget-auth.sqlite3-wal",
+            "widget-auth.sqlite3-shm",
+            "signing-key.pem",
+        ]);
+    }
+    let mut found: Vec<String> = std::fs::read_dir(&fresh.data_dir)
+        .expect("listable")
+        .map(|entry| {
+            entry
+                .expect("entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    found.sort();
+    for name in &expected {
+        assert!(
+            found.contains(&(*name).to_owned()),
+            "{name} missing: {found:?}"
+        );
+    }
+    for name in &found {
+        assert_eq!(mode(&fresh.data_dir.join(name)), 0o600, "{name}");
+    }
+    let (status, output) = terminate(server);
+    assert!(status.success(), "{output}");
+    store.cleanup().await;
+}
 
 async fn the_binary_serves_with_no_setup_logs_no_secret_and_stops_on_sigterm(store: StoreKind) {
     let store = TestStore::new(store).await;
