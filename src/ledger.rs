@@ -197,7 +197,7 @@ impl Store {
                ends_at = CASE WHEN f.ends_at > excluded.ends_at \
                          THEN f.ends_at ELSE excluded.ends_at END \
              WHERE f.head_jti = excluded.spent_jti AND f.revoked_at IS NULL \
-             RETURNING f.family";
+             RETURNING family";
         let successor = spend.successor;
         let spent: Option<String> = on_pool!(self, |pool| sqlx::query_scalar(UPSERT)
             .bind(spend.family)

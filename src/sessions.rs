@@ -452,6 +452,57 @@ fn revocation_ends_at(presented: &Claims, record: Option<&FamilyRecord>, now: i6
     known.max(presented.exp)
 }
 
+/// Where a refresh token stands in its family, for auditors (`audit token`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "status", rename_all = "lowercase")]
+pub enum FamilyStanding {
+    /// The family's live token: presenting it rotates it.
+    Live { expired: bool },
+    /// Already rotated. `successor` is the token its spending produced when this was
+    /// the latest spent token (a retry within the grace gets it again); `None` once the
+    /// family has moved on further, when presenting it revokes the family.
+    Spent {
+        spent_at_ms: Option<i64>,
+        successor: Option<String>,
+        live_generation: Option<i64>,
+    },
+    /// The whole family is refused.
+    Revoked {
+        at: i64,
+        reason: String,
+        generation_replayed: Option<i64>,
+    },
+}
+
+/// `refresh`'s standing given its family's ledger row (`None`: never rotated) at `now`.
+pub fn family_standing(
+    refresh: &Claims,
+    record: Option<&FamilyRecord>,
+    now: i64,
+) -> FamilyStanding {
+    let expired = now >= refresh.exp;
+    let Some(record) = record else {
+        return FamilyStanding::Live { expired };
+    };
+    if let Some(revoked) = &record.revoked {
+        return FamilyStanding::Revoked {
+            at: revoked.at,
+            reason: revoked.reason.clone(),
+            generation_replayed: revoked.generation,
+        };
+    }
+    let head = record.head.as_ref();
+    if head.is_some_and(|h| h.jti == refresh.jti) {
+        return FamilyStanding::Live { expired };
+    }
+    let latest = record.spent.as_ref().filter(|(jti, _)| *jti == refresh.jti);
+    FamilyStanding::Spent {
+        spent_at_ms: latest.map(|(_, at)| *at),
+        successor: latest.and(head).map(|h| h.jti.clone()),
+        live_generation: head.map(|h| h.generation),
+    }
+}
+
 /// Whether `hash` is `key`'s current secret key or a previous one still in its grace at
 /// `now`. Constant-time compares: the hash came from the caller.
 pub fn accepts_secret_key(key: &KeyState, hash: &SecretKeyHash, now: DateTime<Utc>) -> bool {

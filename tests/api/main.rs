@@ -10,3 +10,4 @@ mod audit;
 mod group_commit;
 mod process;
 mod public;
+mod refresh;
