@@ -22,6 +22,7 @@ crate::on_both_stores!(
     guests_off_ends_guest_families_and_keeps_signed_in_ones,
     a_revocation_outlives_every_token_it_covers_after_the_policy_shrinks,
     audit_token_says_whether_a_refresh_token_is_live_spent_or_revoked,
+    a_refresh_racing_a_reuse_never_leaves_a_live_token,
 );
 
 async fn key(app: &TestApp) -> Value {
@@ -401,5 +402,39 @@ async fn audit_token_says_whether_a_refresh_token_is_live_spent_or_revoked(store
         ),
         (json!("revoked"), json!("reuse"), json!(0))
     );
+    app.finish().await;
+}
+
+async fn a_refresh_racing_a_reuse_never_leaves_a_live_token(store: StoreKind) {
+    let app = TestApp::spawn(store).await;
+    let key = key(&app).await;
+    let r0 = refresh_token(&user_session(&app, &key).await);
+    let r1 = refresh_token(&rotate(&app, &r0).await);
+    let r2 = refresh_token(&rotate(&app, &r1).await);
+    // The victim refreshes its live r2 while a thief replays r0, all at once.
+    let requests = (0..20).map(|i| {
+        let token = if i % 2 == 0 { &r2 } else { &r0 };
+        app.refresh(token, Some(ORIGIN))
+    });
+    let mut minted = BTreeSet::new();
+    for response in futures::future::join_all(requests).await {
+        let (status, body) = status_json(response).await;
+        match status {
+            StatusCode::OK => {
+                minted.insert(refresh_token(&body));
+            }
+            StatusCode::BAD_REQUEST => {}
+            other => panic!("unexpected {other}: {body}"),
+        }
+    }
+    assert!(minted.len() <= 1, "at most one successor: {minted:?}");
+    // Whichever came first, the family is revoked and nothing handed out still works.
+    for token in minted.iter().chain([&r2]) {
+        assert_eq!(
+            text(app.refresh(token, Some(ORIGIN)).await).await,
+            refused()
+        );
+    }
+    assert_eq!(reuse_detections(&app).await, 1);
     app.finish().await;
 }
