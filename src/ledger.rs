@@ -45,6 +45,10 @@ pub struct RecordedToken {
 /// token of the family (the presented one's and the successor's).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Spend<'a> {
+    /// The client key id, and the version of it the caller decided on: the spend is
+    /// refused if the store holds a later revocation or disabling of that key.
+    pub client_key: &'a str,
+    pub seen_version: i64,
     pub family: &'a str,
     pub spent_jti: &'a str,
     pub successor: &'a RecordedToken,
@@ -83,6 +87,9 @@ pub enum SpendOutcome {
     /// The family's row as it stands (`None`: the token was spent before this table
     /// existed, in `token_ledger`).
     NotSpent(Option<FamilyRecord>),
+    /// Nothing was written: the store holds a `SessionsRevoked` or `ClientKeyDisabled`
+    /// of the key newer than the version the caller checked (its read model lags).
+    KeyChanged,
 }
 
 /// `refresh_family_heads` columns as read, in [`FAMILY_COLUMNS`] order.
@@ -189,6 +196,9 @@ impl Store {
               spent_jti, spent_at_ms, ends_at) \
              SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9 \
              WHERE NOT EXISTS (SELECT 1 FROM token_ledger WHERE jti = $7) \
+             AND NOT EXISTS (SELECT 1 FROM events WHERE aggregate_type = 'ClientKey' \
+                 AND aggregate_id = $10 AND sequence > $11 \
+                 AND event_type IN ('SessionsRevoked', 'ClientKeyDisabled')) \
              ON CONFLICT (family) DO UPDATE SET \
                head_jti = excluded.head_jti, head_generation = excluded.head_generation, \
                head_iat = excluded.head_iat, head_exp = excluded.head_exp, \
@@ -209,15 +219,41 @@ impl Store {
             .bind(spend.spent_jti)
             .bind(spend.now_ms)
             .bind(spend.ends_at)
+            .bind(spend.client_key)
+            .bind(spend.seen_version)
             .fetch_optional(pool)
             .await)
         .map_err(StoreError::from_sqlx)?;
         if spent.is_some() {
             return Ok(SpendOutcome::Spent);
         }
-        Ok(SpendOutcome::NotSpent(
-            self.refresh_family(spend.family).await?,
-        ))
+        let record = self.refresh_family(spend.family).await?;
+        if record.as_ref().is_some_and(|r| r.revoked.is_some()) {
+            return Ok(SpendOutcome::NotSpent(record));
+        }
+        if self
+            .key_changed_since(spend.client_key, spend.seen_version)
+            .await?
+        {
+            return Ok(SpendOutcome::KeyChanged);
+        }
+        Ok(SpendOutcome::NotSpent(record))
+    }
+
+    /// Whether the store holds a revocation or disabling of `client_key` after
+    /// `version` (the same test the spending statement makes).
+    async fn key_changed_since(&self, client_key: &str, version: i64) -> Result<bool, StoreError> {
+        count_query();
+        const SQL: &str = "SELECT sequence FROM events WHERE aggregate_type = 'ClientKey' \
+             AND aggregate_id = $1 AND sequence > $2 \
+             AND event_type IN ('SessionsRevoked', 'ClientKeyDisabled') LIMIT 1";
+        let found: Option<i64> = on_pool!(self, |pool| sqlx::query_scalar(SQL)
+            .bind(client_key)
+            .bind(version)
+            .fetch_optional(pool)
+            .await)
+        .map_err(StoreError::from_sqlx)?;
+        Ok(found.is_some())
     }
 
     /// A refresh family's row, if it was ever rotated or revoked.

@@ -396,6 +396,9 @@ pub enum Refresh {
     Retry(RecordedToken),
     /// The family was revoked before: refuse.
     Revoked,
+    /// The key was revoked or disabled after the version this node decided on: nothing
+    /// was spent; the client should retry once the read model has caught up.
+    KeyChanged,
     /// Any other spent token (stolen, or replayed late): revoke the whole family,
     /// the live head included, and refuse.
     ReuseDetected(FamilyRevocation),
@@ -418,6 +421,7 @@ pub struct FamilyRevocation {
 pub fn after_spend(presented: &Claims, outcome: SpendOutcome, now_ms: i64) -> Refresh {
     let record = match outcome {
         SpendOutcome::Spent => return Refresh::Rotated,
+        SpendOutcome::KeyChanged => return Refresh::KeyChanged,
         SpendOutcome::NotSpent(record) => record,
     };
     if record.as_ref().is_some_and(|r| r.revoked.is_some()) {

@@ -466,11 +466,14 @@ async fn refresh(
     let now_secs = now.div_euclid(1000);
     sessions::may_continue(&claims, &view, now_secs)?;
     // The successor is decided before the write and recorded by it: the same statement
-    // spends the token, checks the family is not revoked, and stores what it became.
+    // spends the token, checks that neither the family nor (after the version decided
+    // on here) the key was revoked, and stores what the token became.
     let successor = sessions::successor(&claims, &view, now_secs);
     let outcome = state
         .store
         .spend_refresh_token(&Spend {
+            client_key: &claims.ck,
+            seen_version: view.version() as i64,
             family: &family,
             spent_jti: &claims.jti,
             successor: &successor,
@@ -489,6 +492,11 @@ async fn refresh(
                 kind: TokenKind::Refresh,
             }
             .into())
+        }
+        Refresh::KeyChanged => {
+            return Err(ApiError::unavailable(
+                "the client key changed moments ago; retry shortly",
+            ))
         }
         Refresh::ReuseDetected(revocation) => {
             let revoked = state

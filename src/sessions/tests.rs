@@ -673,3 +673,12 @@ fn a_secret_key_mints_visitor_tokens_only_for_its_own_enabled_key() {
         Err(SessionError::KeyDisabled)
     );
 }
+
+#[test]
+fn a_key_revoked_after_the_version_decided_on_spends_nothing_and_asks_for_a_retry() {
+    let (first, _) = rotated_once();
+    assert_eq!(
+        after_spend(&first, SpendOutcome::KeyChanged, NOW * 1000),
+        Refresh::KeyChanged
+    );
+}

@@ -23,6 +23,7 @@ crate::on_both_stores!(
     a_revocation_outlives_every_token_it_covers_after_the_policy_shrinks,
     audit_token_says_whether_a_refresh_token_is_live_spent_or_revoked,
     a_refresh_racing_a_reuse_never_leaves_a_live_token,
+    a_revocation_this_node_has_not_applied_yet_still_stops_the_spend,
 );
 
 async fn key(app: &TestApp) -> Value {
@@ -436,5 +437,47 @@ async fn a_refresh_racing_a_reuse_never_leaves_a_live_token(store: StoreKind) {
         );
     }
     assert_eq!(reuse_detections(&app).await, 1);
+    app.finish().await;
+}
+
+async fn a_revocation_this_node_has_not_applied_yet_still_stops_the_spend(store: StoreKind) {
+    let app = TestApp::spawn(store).await;
+    let key = key(&app).await;
+    let r0 = refresh_token(&user_session(&app, &key).await);
+    let family = jwt_part(&r0, 1)["fam"].as_str().expect("fam").to_owned();
+    // Another node committed a key-wide revocation this node's read model has not seen
+    // (written straight into the store, as that node would have).
+    let now = chrono::Utc::now().timestamp();
+    let id = id(&key);
+    let insert = format!(
+        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, \
+         payload, metadata) VALUES ('ClientKey', '{id}', 2, 'SessionsRevoked', '1.0', \
+         '{{\"SessionsRevoked\": {{\"user_id\": null, \"issued_at_or_before\": {now}}}}}', \
+         '{{\"actor\": \"admin:other-node\", \"at\": \"2026-01-02T03:04:05.000Z\", \"request_id\": \"r-other\"}}')"
+    );
+    assert_eq!(app.store.execute(&insert).await, 1);
+    let response = app.refresh(&r0, Some(ORIGIN)).await;
+    let retry_after = response.headers().contains_key("retry-after");
+    let (status, message) = text(response).await;
+    match store {
+        // One process, no feed: the read model never learns of the row, the store does.
+        StoreKind::Sqlite => {
+            assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{message}");
+            assert!(retry_after);
+        }
+        // The feed may have applied it by now: then the read model refuses it first.
+        StoreKind::Postgres => assert!(
+            (status == StatusCode::SERVICE_UNAVAILABLE && retry_after)
+                || (status, message.as_str()) == REFUSED,
+            "{status} {message}"
+        ),
+    }
+    let spent = app
+        .store
+        .raw_rows(&format!(
+            "SELECT family FROM refresh_family_heads WHERE family = '{family}'"
+        ))
+        .await;
+    assert!(spent.is_empty(), "nothing was spent or recorded");
     app.finish().await;
 }
