@@ -24,6 +24,7 @@ use serde_json::Value;
 
 pub use self::change::{Change, FieldChange};
 use crate::chain::{self, Broken, Problem, Verifier};
+use crate::sessions::{self, FamilyStanding};
 use crate::store::{RecordedEvent, Store, StoreError};
 use crate::tokens::{Claims, SigningKeys, TokenError, TokenKind};
 
@@ -353,6 +354,19 @@ pub struct TokenReport {
     /// shows it.
     #[serde(serialize_with = "admin_json")]
     pub state: ClientKeyView,
+    /// For a refresh token: its family, and whether it is live, spent or revoked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refresh_family: Option<RefreshFamily>,
+}
+
+/// A refresh token's family as the token ledger holds it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RefreshFamily {
+    pub family: String,
+    /// The token's generation in it (0: the first), when it carries one.
+    pub generation: Option<i64>,
+    #[serde(flatten)]
+    pub standing: FamilyStanding,
 }
 
 /// Only a token whose signature verifies gets a report; the field says so to readers.
@@ -492,7 +506,23 @@ pub async fn token_report(
             change
         })
         .collect();
+    let refresh_family = match (&claims.kind, &claims.fam) {
+        (TokenKind::Refresh, Some(family)) => {
+            let record = store.refresh_family(family).await?;
+            Some(RefreshFamily {
+                family: family.clone(),
+                generation: claims.gen,
+                standing: sessions::family_standing(
+                    &claims,
+                    record.as_ref(),
+                    Utc::now().timestamp(),
+                ),
+            })
+        }
+        _ => None,
+    };
     Ok(TokenReport {
+        refresh_family,
         in_force: InForce::of(state, claims.ver),
         token: MintedToken {
             kind: claims.kind,

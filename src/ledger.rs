@@ -1,8 +1,11 @@
 //! The token ledger: the only hot-path writes (DESIGN.md). A visitor token is exchanged
-//! once and a refresh token rotated once, decided by one atomic insert in
-//! `token_ledger`; a refresh family that was caught replaying is recorded in
-//! `refresh_families`; and rows of tokens that have expired are pruned every hour (an
-//! expired token is refused by its signature check alone). Same tables and SQL on
+//! once, decided by one atomic insert in `token_ledger`. A refresh family is one row of
+//! `refresh_family_heads`: its live token (the head), the token spent last and when, and
+//! whether the family was revoked. Spending a refresh token is one conditional upsert of
+//! that row which records its successor, so of any number of racing requests on any
+//! number of nodes exactly one spends it, and a revoked family cannot be spent by the
+//! same statement. Rows are pruned every hour once every token they cover has expired
+//! (an expired token is refused by its signature check alone). Same tables and SQL on
 //! SQLite and PostgreSQL, on the event store's pools: the methods extend [`Store`], so
 //! callers keep writing `store.use_token(...)`.
 
@@ -14,17 +17,133 @@ use tokio::sync::watch;
 use crate::metrics::count_query;
 use crate::store::{on_pool, Store, StoreError};
 
-/// What the token ledger knew when a token was presented.
+/// What the token ledger knew when a visitor token was presented.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TokenUse {
     /// This is the token's first use; it is now recorded as used.
     First,
-    /// The token was used before, at `used_at_ms`; `latest_in_family` says whether it is
-    /// still the most recently rotated token of its refresh family.
-    Again {
-        used_at_ms: i64,
-        latest_in_family: bool,
-    },
+    /// The token was used before, at `used_at_ms`.
+    Again { used_at_ms: i64 },
+}
+
+/// The refresh token that spending another one produced: what the ledger keeps to mint
+/// it again, identically, for a client whose response was lost.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordedToken {
+    pub jti: String,
+    /// 0 for the token a guest mint or exchange started the family with, then +1 per
+    /// rotation.
+    pub generation: i64,
+    pub iat: i64,
+    pub exp: i64,
+    /// The client key version it was minted under.
+    pub ver: i64,
+}
+
+/// One refresh token being spent: `spent_jti` (of `generation`) is replaced by
+/// `successor` as the family's head, at `now_ms`. `ends_at` is the latest `exp` of any
+/// token of the family (the presented one's and the successor's).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Spend<'a> {
+    /// The client key id, and the version of it the caller decided on: the spend is
+    /// refused if the store holds a later revocation or disabling of that key.
+    pub client_key: &'a str,
+    pub seen_version: i64,
+    pub family: &'a str,
+    pub spent_jti: &'a str,
+    pub successor: &'a RecordedToken,
+    pub now_ms: i64,
+    pub ends_at: i64,
+}
+
+/// A refresh family as the ledger holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FamilyRecord {
+    /// The live token; `None` for a family revoked before it was ever rotated.
+    pub head: Option<RecordedToken>,
+    /// The token spent most recently (whose successor is `head`) and when.
+    pub spent: Option<(String, i64)>,
+    pub revoked: Option<FamilyRevoked>,
+    /// No token of the family is valid after this (unix seconds).
+    pub ends_at: i64,
+}
+
+/// Why and when a family was revoked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FamilyRevoked {
+    pub at: i64,
+    pub reason: String,
+    /// The generation whose replay revoked it, when known.
+    pub generation: Option<i64>,
+}
+
+/// What spending a refresh token did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SpendOutcome {
+    /// The token was the live head of an unrevoked family (or started a family the
+    /// ledger had not seen): it is spent and `successor` is the new head.
+    Spent,
+    /// Nothing was written: the token is not the live head, or the family is revoked.
+    /// The family's row as it stands (`None`: the token was spent before this table
+    /// existed, in `token_ledger`).
+    NotSpent(Option<FamilyRecord>),
+    /// Nothing was written: the store holds a `SessionsRevoked` or `ClientKeyDisabled`
+    /// of the key newer than the version the caller checked (its read model lags).
+    KeyChanged,
+}
+
+/// `refresh_family_heads` columns as read, in [`FAMILY_COLUMNS`] order.
+type FamilyRow = (
+    Option<String>,
+    Option<i64>,
+    Option<i64>,
+    Option<i64>,
+    Option<i64>,
+    Option<String>,
+    Option<i64>,
+    Option<i64>,
+    Option<String>,
+    Option<i64>,
+    i64,
+);
+
+const FAMILY_COLUMNS: &str = "head_jti, head_generation, head_iat, head_exp, head_ver, \
+     spent_jti, spent_at_ms, revoked_at, revoked_reason, revoked_generation, ends_at";
+
+fn family_record(row: FamilyRow) -> FamilyRecord {
+    let (
+        jti,
+        generation,
+        iat,
+        exp,
+        ver,
+        spent_jti,
+        spent_at_ms,
+        revoked_at,
+        reason,
+        rev_gen,
+        ends_at,
+    ) = row;
+    let head = match (jti, generation, iat, exp, ver) {
+        (Some(jti), Some(generation), Some(iat), Some(exp), Some(ver)) => Some(RecordedToken {
+            jti,
+            generation,
+            iat,
+            exp,
+            ver,
+        }),
+        _ => None,
+    };
+    FamilyRecord {
+        head,
+        spent: spent_jti.zip(spent_at_ms),
+        revoked: revoked_at.map(|at| FamilyRevoked {
+            at,
+            reason: reason.unwrap_or_else(|| "reuse".to_owned()),
+            generation: rev_gen,
+        }),
+        ends_at,
+    }
 }
 
 impl Store {
@@ -34,21 +153,17 @@ impl Store {
         &self,
         jti: &str,
         kind: &str,
-        family: Option<&str>,
         now_ms: i64,
         expires_at: i64,
     ) -> Result<TokenUse, StoreError> {
         count_query();
         const INSERT: &str =
             "INSERT INTO token_ledger (jti, kind, family, used_at_ms, expires_at) \
-             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (jti) DO NOTHING";
+             VALUES ($1, $2, NULL, $3, $4) ON CONFLICT (jti) DO NOTHING";
         const USED_AT: &str = "SELECT used_at_ms FROM token_ledger WHERE jti = $1";
-        const LATEST: &str = "SELECT jti FROM token_ledger WHERE family = $1 \
-             ORDER BY used_at_ms DESC, jti DESC LIMIT 1";
         let inserted = on_pool!(self, |pool| sqlx::query(INSERT)
             .bind(jti)
             .bind(kind)
-            .bind(family)
             .bind(now_ms)
             .bind(expires_at)
             .execute(pool)
@@ -63,55 +178,126 @@ impl Store {
             .fetch_one(pool)
             .await)
         .map_err(StoreError::from_sqlx)?;
-        let latest_in_family = match family {
-            None => false,
-            Some(family) => {
-                let latest: Option<String> = on_pool!(self, |pool| sqlx::query_scalar(LATEST)
-                    .bind(family)
-                    .fetch_optional(pool)
-                    .await)
-                .map_err(StoreError::from_sqlx)?;
-                latest.as_deref() == Some(jti)
-            }
-        };
-        Ok(TokenUse::Again {
-            used_at_ms,
-            latest_in_family,
-        })
+        Ok(TokenUse::Again { used_at_ms })
     }
 
-    /// Whether this refresh family was revoked (a rotated token was presented again).
-    pub async fn refresh_family_revoked(&self, family: &str) -> Result<bool, StoreError> {
+    /// Spends a refresh token, in one statement: the family's row is created (first
+    /// rotation) or moved on (the token is its live head and the family is not revoked),
+    /// recording the successor; otherwise nothing is written. Under any concurrency, on
+    /// any number of nodes, one request spends a given token and the rest see
+    /// [`SpendOutcome::NotSpent`] with the successor it recorded. A token spent before
+    /// this table existed (its `jti` in `token_ledger`) is never spent again.
+    pub async fn spend_refresh_token(&self, spend: &Spend<'_>) -> Result<SpendOutcome, StoreError> {
         count_query();
-        const SQL: &str = "SELECT family FROM refresh_families WHERE family = $1";
-        let found: Option<String> = on_pool!(self, |pool| sqlx::query_scalar(SQL)
-            .bind(family)
+        // `INSERT … SELECT … WHERE` (not VALUES) for the legacy check; SQLite needs the
+        // WHERE anyway to parse the upsert after a SELECT.
+        const UPSERT: &str = "INSERT INTO refresh_family_heads AS f \
+             (family, head_jti, head_generation, head_iat, head_exp, head_ver, \
+              spent_jti, spent_at_ms, ends_at) \
+             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9 \
+             WHERE NOT EXISTS (SELECT 1 FROM token_ledger WHERE jti = $7) \
+             AND NOT EXISTS (SELECT 1 FROM events WHERE aggregate_type = 'ClientKey' \
+                 AND aggregate_id = $10 AND sequence > $11 \
+                 AND event_type IN ('SessionsRevoked', 'ClientKeyDisabled')) \
+             ON CONFLICT (family) DO UPDATE SET \
+               head_jti = excluded.head_jti, head_generation = excluded.head_generation, \
+               head_iat = excluded.head_iat, head_exp = excluded.head_exp, \
+               head_ver = excluded.head_ver, spent_jti = excluded.spent_jti, \
+               spent_at_ms = excluded.spent_at_ms, \
+               ends_at = CASE WHEN f.ends_at > excluded.ends_at \
+                         THEN f.ends_at ELSE excluded.ends_at END \
+             WHERE f.head_jti = excluded.spent_jti AND f.revoked_at IS NULL \
+             RETURNING family";
+        let successor = spend.successor;
+        let spent: Option<String> = on_pool!(self, |pool| sqlx::query_scalar(UPSERT)
+            .bind(spend.family)
+            .bind(&successor.jti)
+            .bind(successor.generation)
+            .bind(successor.iat)
+            .bind(successor.exp)
+            .bind(successor.ver)
+            .bind(spend.spent_jti)
+            .bind(spend.now_ms)
+            .bind(spend.ends_at)
+            .bind(spend.client_key)
+            .bind(spend.seen_version)
+            .fetch_optional(pool)
+            .await)
+        .map_err(StoreError::from_sqlx)?;
+        if spent.is_some() {
+            return Ok(SpendOutcome::Spent);
+        }
+        let record = self.refresh_family(spend.family).await?;
+        if record.as_ref().is_some_and(|r| r.revoked.is_some()) {
+            return Ok(SpendOutcome::NotSpent(record));
+        }
+        if self
+            .key_changed_since(spend.client_key, spend.seen_version)
+            .await?
+        {
+            return Ok(SpendOutcome::KeyChanged);
+        }
+        Ok(SpendOutcome::NotSpent(record))
+    }
+
+    /// Whether the store holds a revocation or disabling of `client_key` after
+    /// `version` (the same test the spending statement makes).
+    async fn key_changed_since(&self, client_key: &str, version: i64) -> Result<bool, StoreError> {
+        count_query();
+        const SQL: &str = "SELECT sequence FROM events WHERE aggregate_type = 'ClientKey' \
+             AND aggregate_id = $1 AND sequence > $2 \
+             AND event_type IN ('SessionsRevoked', 'ClientKeyDisabled') LIMIT 1";
+        let found: Option<i64> = on_pool!(self, |pool| sqlx::query_scalar(SQL)
+            .bind(client_key)
+            .bind(version)
             .fetch_optional(pool)
             .await)
         .map_err(StoreError::from_sqlx)?;
         Ok(found.is_some())
     }
 
-    /// Revokes a refresh family until `expires_at` (unix seconds), when its last token
-    /// expires anyway; revoking it again changes nothing.
+    /// A refresh family's row, if it was ever rotated or revoked.
+    pub async fn refresh_family(&self, family: &str) -> Result<Option<FamilyRecord>, StoreError> {
+        count_query();
+        let sql = format!("SELECT {FAMILY_COLUMNS} FROM refresh_family_heads WHERE family = $1");
+        let row: Option<FamilyRow> = on_pool!(self, |pool| sqlx::query_as(&sql)
+            .bind(family)
+            .fetch_optional(pool)
+            .await)
+        .map_err(StoreError::from_sqlx)?;
+        Ok(row.map(family_record))
+    }
+
+    /// Revokes a refresh family at `now` (unix seconds) because `generation` was replayed,
+    /// remembered until `ends_at` or the family's own end if later. Returns whether this
+    /// call revoked it (`false`: it already was).
     pub async fn revoke_refresh_family(
         &self,
         family: &str,
         now: i64,
-        expires_at: i64,
-    ) -> Result<(), StoreError> {
+        generation: Option<i64>,
+        ends_at: i64,
+    ) -> Result<bool, StoreError> {
         count_query();
-        const SQL: &str =
-            "INSERT INTO refresh_families (family, revoked_at, expires_at) VALUES ($1, $2, $3) \
-             ON CONFLICT (family) DO NOTHING";
-        on_pool!(self, |pool| sqlx::query(SQL)
+        const SQL: &str = "INSERT INTO refresh_family_heads AS f \
+             (family, revoked_at, revoked_reason, revoked_generation, ends_at) \
+             VALUES ($1, $2, 'reuse', $3, $4) \
+             ON CONFLICT (family) DO UPDATE SET \
+               revoked_at = excluded.revoked_at, revoked_reason = excluded.revoked_reason, \
+               revoked_generation = excluded.revoked_generation, \
+               ends_at = CASE WHEN f.ends_at > excluded.ends_at \
+                         THEN f.ends_at ELSE excluded.ends_at END \
+             WHERE f.revoked_at IS NULL";
+        let revoked = on_pool!(self, |pool| sqlx::query(SQL)
             .bind(family)
             .bind(now)
-            .bind(expires_at)
+            .bind(generation)
+            .bind(ends_at)
             .execute(pool)
             .await
-            .map(|_| ()))
-        .map_err(StoreError::from_sqlx)
+            .map(|done| done.rows_affected()))
+        .map_err(StoreError::from_sqlx)?;
+        Ok(revoked == 1)
     }
 
     /// Forgets ledger rows of tokens that expired before `before` (unix seconds): an
@@ -122,6 +308,7 @@ impl Store {
         for sql in [
             "DELETE FROM token_ledger WHERE expires_at < $1",
             "DELETE FROM refresh_families WHERE expires_at < $1",
+            "DELETE FROM refresh_family_heads WHERE ends_at < $1",
         ] {
             removed += on_pool!(self, |pool| sqlx::query(sql)
                 .bind(before)

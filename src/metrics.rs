@@ -68,6 +68,7 @@ pub struct Metrics {
     responses: [[AtomicU64; 5]; 2],
     tokens_minted: [AtomicU64; 3],
     commands_committed: AtomicU64,
+    refresh_reuse_detections: AtomicU64,
 }
 
 impl Metrics {
@@ -78,6 +79,13 @@ impl Metrics {
             TokenKind::Refresh => 2,
         };
         self.tokens_minted[index].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A spent refresh token came back and its family was revoked (API.md: counted in
+    /// `/metrics`).
+    pub fn refresh_reuse_detected(&self) {
+        self.refresh_reuse_detections
+            .fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn command_committed(&self) {
@@ -124,6 +132,7 @@ impl Metrics {
         let (groups, grouped) = group_commits();
         let _ = writeln!(out, "# HELP widget_auth_group_commit_statements_total INSERT statements the PostgreSQL group commit sent.\n# TYPE widget_auth_group_commit_statements_total counter\nwidget_auth_group_commit_statements_total {groups}\n# HELP widget_auth_group_commit_events_total Events those statements carried (divided by the statements: the mean group size).\n# TYPE widget_auth_group_commit_events_total counter\nwidget_auth_group_commit_events_total {grouped}");
         let _ = writeln!(out, "# HELP widget_auth_commands_committed_total Admin commands that recorded an event.\n# TYPE widget_auth_commands_committed_total counter\nwidget_auth_commands_committed_total {}", self.commands_committed.load(Ordering::Relaxed));
+        let _ = writeln!(out, "# HELP widget_auth_refresh_reuse_detections_total Refresh families revoked because a spent refresh token was presented again.\n# TYPE widget_auth_refresh_reuse_detections_total counter\nwidget_auth_refresh_reuse_detections_total {}", self.refresh_reuse_detections.load(Ordering::Relaxed));
         out
     }
 }

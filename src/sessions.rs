@@ -18,7 +18,7 @@ use domain::{
 };
 use projections::{ClientKeyView, Directory};
 
-use crate::ledger::TokenUse;
+use crate::ledger::{FamilyRecord, RecordedToken, SpendOutcome, TokenUse};
 use crate::tokens::{Claims, SigningKeys, TokenError, TokenKind};
 
 /// How long a client may retry a refresh with the token it just rotated (its response
@@ -62,6 +62,13 @@ pub enum SessionError {
     OriginMismatch,
     #[error("refresh token already used; the session is revoked")]
     RefreshReused,
+    /// A guest's refresh family once the key's policy turned guests off (a bad request,
+    /// unlike [`Self::GuestsNotAllowed`] on guest minting).
+    #[error("guests are not allowed for this client_key")]
+    GuestFamilyEnded,
+    /// The family reached its absolute lifetime (`refresh_absolute_ttl_seconds`).
+    #[error("refresh token expired: the session reached its absolute lifetime")]
+    FamilyEnded,
 }
 
 /// How messages name a token kind.
@@ -180,6 +187,8 @@ pub fn claims(
         name: identity.name.clone(),
         email: identity.email.clone(),
         fam: None,
+        fst: None,
+        gen: None,
     }
 }
 
@@ -199,37 +208,123 @@ pub struct SessionPair {
     pub refresh_expires_in: u32,
 }
 
-/// The pair for `identity` at `origin`. A refresh continues `family`; a new session
-/// starts a new family, which reuse detection revokes as a whole.
+/// How a refresh continues its family: the family, when it started, and the successor
+/// the ledger recorded for the spent token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Continuation {
+    pub family: String,
+    pub started_at: i64,
+    pub successor: RecordedToken,
+}
+
+/// The pair for `identity` at `origin`. A new session (`continuing` is `None`) starts a
+/// new family, which reuse detection revokes as a whole; a refresh hands out the
+/// successor the ledger recorded, so a retry re-mints the very same refresh token.
 pub fn session_pair(
     view: &ClientKeyView,
     identity: &Identity,
     origin: &RequestOrigin,
-    family: Option<String>,
+    continuing: Option<&Continuation>,
     issuer: &str,
     now: i64,
 ) -> SessionPair {
     let policy = view.state().token_policy;
-    let origin = Some(origin.as_str().to_owned());
-    let (expires_in, refresh_expires_in) =
-        (policy.session_ttl_seconds(), policy.refresh_ttl_seconds());
+    let expires_in = policy.session_ttl_seconds();
     let mut session = claims(view, TokenKind::Session, identity, expires_in, issuer, now);
-    session.origin.clone_from(&origin);
-    let mut refresh = claims(
-        view,
-        TokenKind::Refresh,
-        identity,
-        refresh_expires_in,
-        issuer,
-        now,
-    );
-    refresh.origin = origin;
-    refresh.fam = Some(family.unwrap_or_else(new_id));
+    session.origin = Some(origin.as_str().to_owned());
+    let started;
+    let (family, started_at, token) = match continuing {
+        Some(c) => (c.family.clone(), c.started_at, &c.successor),
+        None => {
+            // The absolute lifetime is never below the refresh lifetime: no cap needed.
+            started = RecordedToken {
+                jti: new_id(),
+                generation: 0,
+                iat: now,
+                exp: now + i64::from(policy.refresh_ttl_seconds()),
+                ver: view.version() as i64,
+            };
+            (new_id(), now, &started)
+        }
+    };
+    let refresh = refresh_claims(view, identity, origin, family, started_at, token, issuer);
     SessionPair {
         session,
+        refresh_expires_in: u32::try_from((token.exp - now).max(0)).unwrap_or(u32::MAX),
         refresh,
         expires_in,
-        refresh_expires_in,
+    }
+}
+
+/// The claims of the refresh token `token` of `family`: the one place they are built,
+/// so re-minting a recorded successor gives the identical token (Ed25519 signatures are
+/// deterministic).
+fn refresh_claims(
+    view: &ClientKeyView,
+    identity: &Identity,
+    origin: &RequestOrigin,
+    family: String,
+    started_at: i64,
+    token: &RecordedToken,
+    issuer: &str,
+) -> Claims {
+    Claims {
+        iss: issuer.to_owned(),
+        aud: TokenKind::Refresh.audience().to_owned(),
+        sub: identity.sub.clone(),
+        iat: token.iat,
+        nbf: token.iat,
+        exp: token.exp,
+        jti: token.jti.clone(),
+        ck: view.state().id.as_str().to_owned(),
+        kind: TokenKind::Refresh,
+        ver: u64::try_from(token.ver).unwrap_or_default(),
+        origin: Some(origin.as_str().to_owned()),
+        guest: Some(identity.guest),
+        name: identity.name.clone(),
+        email: identity.email.clone(),
+        fam: Some(family),
+        fst: Some(started_at),
+        gen: Some(token.generation),
+    }
+}
+
+/// When a refresh token's family started: carried in the token (`fst`); a token minted
+/// before families had a start counts from its own `iat`.
+pub fn family_started_at(refresh: &Claims) -> i64 {
+    refresh.fst.unwrap_or(refresh.iat)
+}
+
+/// When `refresh`'s family ends under `policy`: no successor outlives that instant.
+pub fn family_ends_at(refresh: &Claims, policy: &TokenPolicy) -> i64 {
+    family_started_at(refresh) + i64::from(policy.refresh_absolute_ttl_seconds())
+}
+
+/// Whether a verified refresh token may still continue its session under the key's
+/// current policy: guest families end when guests are switched off, and every family
+/// at its absolute end. Checked before the ledger is written and again after.
+pub fn may_continue(refresh: &Claims, view: &ClientKeyView, now: i64) -> Result<(), SessionError> {
+    let policy = view.state().token_policy;
+    if refresh.guest == Some(true) && !policy.guests_allowed() {
+        return Err(SessionError::GuestFamilyEnded);
+    }
+    if now >= family_ends_at(refresh, &policy) {
+        return Err(SessionError::FamilyEnded);
+    }
+    Ok(())
+}
+
+/// The successor to record for `refresh` at `now`: one generation on, a refresh
+/// lifetime from now but never past the family's absolute end.
+pub fn successor(refresh: &Claims, view: &ClientKeyView, now: i64) -> RecordedToken {
+    let policy = view.state().token_policy;
+    let exp = (now + i64::from(policy.refresh_ttl_seconds())).min(family_ends_at(refresh, &policy));
+    RecordedToken {
+        jti: new_id(),
+        generation: refresh.gen.unwrap_or(0) + 1,
+        iat: now,
+        exp,
+        ver: view.version() as i64,
     }
 }
 
@@ -247,6 +342,18 @@ pub fn verify_presented(
     let claims = keys
         .verify(token, kind, issuer, now)
         .map_err(|error| SessionError::InvalidToken { kind, error })?;
+    let view = key_still_counts(directory, &claims, kind)?;
+    Ok((claims, view))
+}
+
+/// The client key of a verified token, as the directory holds it now: refused if the
+/// key is gone or disabled, or the token was issued at or before a revocation of its key
+/// or its user.
+pub fn key_still_counts(
+    directory: &Directory,
+    claims: &Claims,
+    kind: TokenKind,
+) -> Result<Arc<ClientKeyView>, SessionError> {
     let view = directory
         .by_id(&claims.ck)
         .ok_or(SessionError::ClientKeyGone { kind })?;
@@ -256,7 +363,7 @@ pub fn verify_presented(
     if view.state().is_revoked(&claims.sub, claims.iat) {
         return Err(SessionError::Revoked { kind });
     }
-    Ok((claims, view))
+    Ok(view)
 }
 
 /// What the ledger's answer means for a visitor token: only its first use counts.
@@ -279,49 +386,124 @@ pub fn refresh_family(refresh: &Claims, origin: &RequestOrigin) -> Result<String
     })
 }
 
-/// What to do with a presented refresh token, once the ledger has recorded its use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Rotation {
-    /// First use: mint its successor.
-    Rotate,
-    /// The latest token of its family, used moments ago: the client lost the response
-    /// and retries, so it gets a pair again rather than losing its session.
-    RetryWithinGrace,
-    /// A rotated token came back (stolen, or replayed late): revoke the whole family
-    /// and refuse.
+/// What the ledger's answer to spending a refresh token means.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refresh {
+    /// This request spent the token: hand out the successor it recorded.
+    Rotated,
+    /// The most recently spent token again, within [`REFRESH_RETRY_GRACE_MS`] of its
+    /// use: the client lost the response, so it gets the same successor again.
+    Retry(RecordedToken),
+    /// The family was revoked before: refuse.
+    Revoked,
+    /// The key was revoked or disabled after the version this node decided on: nothing
+    /// was spent; the client should retry once the read model has caught up.
+    KeyChanged,
+    /// Any other spent token (stolen, or replayed late): revoke the whole family,
+    /// the live head included, and refuse.
     ReuseDetected(FamilyRevocation),
 }
 
-/// The ledger row that revokes a refresh family (unix seconds).
+/// The ledger write that revokes a family caught replaying (unix seconds).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FamilyRevocation {
     pub revoked_at: i64,
-    /// When no token of the family can be valid any more, so the row may be pruned.
-    pub expires_at: i64,
+    /// The replayed token's generation, when it carries one.
+    pub generation: Option<i64>,
+    /// Until when the revocation must be remembered: no token of the family is valid
+    /// after it.
+    pub ends_at: i64,
 }
 
-/// The rotation rule: a refresh token has at most one successor, except for the
-/// latest of its family presented again within [`REFRESH_RETRY_GRACE_MS`].
-pub fn rotation(used: TokenUse, now_ms: i64, policy: &TokenPolicy) -> Rotation {
-    match used {
-        TokenUse::First => Rotation::Rotate,
-        TokenUse::Again {
-            used_at_ms,
-            latest_in_family,
-        } if latest_in_family && now_ms - used_at_ms <= REFRESH_RETRY_GRACE_MS => {
-            Rotation::RetryWithinGrace
-        }
-        TokenUse::Again { .. } => Rotation::ReuseDetected(family_revocation(policy, now_ms)),
+/// The rule: a refresh token has exactly one successor; only the latest spent token,
+/// presented again within the grace while its successor is still unspent, gets that
+/// successor again; anything else revokes the family.
+pub fn after_spend(presented: &Claims, outcome: SpendOutcome, now_ms: i64) -> Refresh {
+    let record = match outcome {
+        SpendOutcome::Spent => return Refresh::Rotated,
+        SpendOutcome::KeyChanged => return Refresh::KeyChanged,
+        SpendOutcome::NotSpent(record) => record,
+    };
+    if record.as_ref().is_some_and(|r| r.revoked.is_some()) {
+        return Refresh::Revoked;
     }
+    if let Some(FamilyRecord {
+        head: Some(head),
+        spent: Some((spent_jti, spent_at_ms)),
+        ..
+    }) = &record
+    {
+        if *spent_jti == presented.jti && now_ms - spent_at_ms <= REFRESH_RETRY_GRACE_MS {
+            return Refresh::Retry(head.clone());
+        }
+    }
+    Refresh::ReuseDetected(FamilyRevocation {
+        revoked_at: now_ms.div_euclid(1000),
+        generation: presented.gen,
+        ends_at: revocation_ends_at(presented, record.as_ref(), now_ms.div_euclid(1000)),
+    })
 }
 
-/// A family revoked at `now_ms` stays revoked as long as any of its refresh tokens could
-/// still be valid: one refresh lifetime from now.
-pub fn family_revocation(policy: &TokenPolicy, now_ms: i64) -> FamilyRevocation {
-    let now = now_ms.div_euclid(1000);
-    FamilyRevocation {
-        revoked_at: now,
-        expires_at: now + i64::from(policy.refresh_ttl_seconds()),
+/// How long a revocation must last: past the latest `exp` of any token of the family.
+/// The ledger's row knows it for families rotated since it kept one; a family known only
+/// from the old single-use ledger could have tokens up to the longest refresh lifetime
+/// (90 days) from now.
+fn revocation_ends_at(presented: &Claims, record: Option<&FamilyRecord>, now: i64) -> i64 {
+    let known = match record {
+        Some(record) => record.ends_at,
+        None => now + i64::from(domain::policy::REFRESH_TTL_BOUNDS.1),
+    };
+    known.max(presented.exp)
+}
+
+/// Where a refresh token stands in its family, for auditors (`audit token`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "status", rename_all = "lowercase")]
+pub enum FamilyStanding {
+    /// The family's live token: presenting it rotates it.
+    Live { expired: bool },
+    /// Already rotated. `successor` is the token its spending produced when this was
+    /// the latest spent token (a retry within the grace gets it again); `None` once the
+    /// family has moved on further, when presenting it revokes the family.
+    Spent {
+        spent_at_ms: Option<i64>,
+        successor: Option<String>,
+        live_generation: Option<i64>,
+    },
+    /// The whole family is refused.
+    Revoked {
+        at: i64,
+        reason: String,
+        generation_replayed: Option<i64>,
+    },
+}
+
+/// `refresh`'s standing given its family's ledger row (`None`: never rotated) at `now`.
+pub fn family_standing(
+    refresh: &Claims,
+    record: Option<&FamilyRecord>,
+    now: i64,
+) -> FamilyStanding {
+    let expired = now >= refresh.exp;
+    let Some(record) = record else {
+        return FamilyStanding::Live { expired };
+    };
+    if let Some(revoked) = &record.revoked {
+        return FamilyStanding::Revoked {
+            at: revoked.at,
+            reason: revoked.reason.clone(),
+            generation_replayed: revoked.generation,
+        };
+    }
+    let head = record.head.as_ref();
+    if head.is_some_and(|h| h.jti == refresh.jti) {
+        return FamilyStanding::Live { expired };
+    }
+    let latest = record.spent.as_ref().filter(|(jti, _)| *jti == refresh.jti);
+    FamilyStanding::Spent {
+        spent_at_ms: latest.map(|(_, at)| *at),
+        successor: latest.and(head).map(|h| h.jti.clone()),
+        live_generation: head.map(|h| h.generation),
     }
 }
 

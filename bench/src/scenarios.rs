@@ -190,6 +190,8 @@ fn visitor_claims(key: &SeededKey, kind: TokenKind, i: usize) -> Claims {
         name: None,
         email: None,
         fam: (kind == TokenKind::Refresh).then(|| uuid::Uuid::new_v4().simple().to_string()),
+        fst: (kind == TokenKind::Refresh).then_some(now),
+        gen: (kind == TokenKind::Refresh).then_some(0),
     }
 }
 

@@ -7,6 +7,11 @@ use serde::{Deserialize, Serialize};
 pub const VISITOR_TTL_BOUNDS: (u32, u32) = (10, 600);
 pub const SESSION_TTL_BOUNDS: (u32, u32) = (60, 86_400);
 pub const REFRESH_TTL_BOUNDS: (u32, u32) = (3_600, 7_776_000);
+/// A refresh family's absolute lifetime: 1 h to 365 days, and never shorter than the
+/// policy's refresh lifetime (checked in [`TokenPolicy::with_refresh_absolute_ttl`]).
+pub const REFRESH_ABSOLUTE_TTL_BOUNDS: (u32, u32) = (3_600, 31_536_000);
+/// API.md: a family lives 30 days unless the policy says otherwise.
+pub const DEFAULT_REFRESH_ABSOLUTE_TTL_SECONDS: u32 = 30 * 24 * 3600;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{field} must be between {min} and {max} seconds")]
@@ -23,6 +28,8 @@ pub struct TokenPolicy {
     visitor_token_ttl_seconds: u32,
     session_ttl_seconds: u32,
     refresh_ttl_seconds: u32,
+    /// How long a refresh family may live from its first token, however often rotated.
+    refresh_absolute_ttl_seconds: u32,
     guests_allowed: bool,
 }
 
@@ -33,12 +40,16 @@ impl Default for TokenPolicy {
             visitor_token_ttl_seconds: 60,
             session_ttl_seconds: 15 * 60,
             refresh_ttl_seconds: 7 * 24 * 3600,
+            refresh_absolute_ttl_seconds: DEFAULT_REFRESH_ABSOLUTE_TTL_SECONDS,
             guests_allowed: true,
         }
     }
 }
 
 impl TokenPolicy {
+    /// A policy with the default absolute refresh lifetime (30 days, or the refresh
+    /// lifetime when that is longer, so every valid refresh lifetime has a valid default);
+    /// [`Self::with_refresh_absolute_ttl`] sets another.
     pub fn new(
         visitor_token_ttl_seconds: u32,
         session_ttl_seconds: u32,
@@ -64,7 +75,25 @@ impl TokenPolicy {
             visitor_token_ttl_seconds,
             session_ttl_seconds,
             refresh_ttl_seconds,
+            refresh_absolute_ttl_seconds: DEFAULT_REFRESH_ABSOLUTE_TTL_SECONDS
+                .max(refresh_ttl_seconds),
             guests_allowed,
+        })
+    }
+
+    /// This policy with refresh families ending `seconds` after their first token:
+    /// within [`REFRESH_ABSOLUTE_TTL_BOUNDS`] and not shorter than the refresh lifetime
+    /// (a refresh token could otherwise outlive its own family).
+    pub fn with_refresh_absolute_ttl(self, seconds: u32) -> Result<Self, PolicyError> {
+        let (min, max) = REFRESH_ABSOLUTE_TTL_BOUNDS;
+        check(
+            "refresh_absolute_ttl_seconds",
+            seconds,
+            (min.max(self.refresh_ttl_seconds), max),
+        )?;
+        Ok(Self {
+            refresh_absolute_ttl_seconds: seconds,
+            ..self
         })
     }
 
@@ -76,6 +105,9 @@ impl TokenPolicy {
     }
     pub fn refresh_ttl_seconds(&self) -> u32 {
         self.refresh_ttl_seconds
+    }
+    pub fn refresh_absolute_ttl_seconds(&self) -> u32 {
+        self.refresh_absolute_ttl_seconds
     }
     pub fn guests_allowed(&self) -> bool {
         self.guests_allowed
@@ -97,6 +129,8 @@ struct RawPolicy {
     visitor_token_ttl_seconds: Option<u32>,
     session_ttl_seconds: Option<u32>,
     refresh_ttl_seconds: Option<u32>,
+    /// Absent in policies recorded before it existed: those load with the default.
+    refresh_absolute_ttl_seconds: Option<u32>,
     guests_allowed: Option<bool>,
 }
 
@@ -104,7 +138,7 @@ impl TryFrom<RawPolicy> for TokenPolicy {
     type Error = PolicyError;
     fn try_from(raw: RawPolicy) -> Result<Self, Self::Error> {
         let default = TokenPolicy::default();
-        TokenPolicy::new(
+        let policy = TokenPolicy::new(
             raw.visitor_token_ttl_seconds
                 .unwrap_or(default.visitor_token_ttl_seconds),
             raw.session_ttl_seconds
@@ -112,7 +146,11 @@ impl TryFrom<RawPolicy> for TokenPolicy {
             raw.refresh_ttl_seconds
                 .unwrap_or(default.refresh_ttl_seconds),
             raw.guests_allowed.unwrap_or(default.guests_allowed),
-        )
+        )?;
+        match raw.refresh_absolute_ttl_seconds {
+            Some(seconds) => policy.with_refresh_absolute_ttl(seconds),
+            None => Ok(policy),
+        }
     }
 }
 
@@ -164,6 +202,58 @@ mod tests {
     fn a_partial_policy_keeps_the_defaults_for_what_it_leaves_out() {
         let policy: TokenPolicy = serde_json::from_str(r#"{"guests_allowed": false}"#).unwrap();
         assert_eq!(policy, TokenPolicy::new(60, 900, 604_800, false).unwrap());
+    }
+
+    #[test]
+    fn the_absolute_refresh_lifetime_defaults_to_thirty_days_or_the_refresh_lifetime() {
+        assert_eq!(
+            TokenPolicy::default().refresh_absolute_ttl_seconds(),
+            2_592_000
+        );
+        let long = TokenPolicy::new(60, 900, 7_776_000, true).unwrap();
+        assert_eq!(long.refresh_absolute_ttl_seconds(), 7_776_000);
+    }
+
+    #[test]
+    fn the_absolute_refresh_lifetime_is_bounded_and_never_below_the_refresh_lifetime() {
+        let policy = TokenPolicy::new(60, 900, 86_400, true).unwrap();
+        assert_eq!(
+            policy
+                .with_refresh_absolute_ttl(86_400)
+                .unwrap()
+                .refresh_absolute_ttl_seconds(),
+            86_400
+        );
+        assert!(policy.with_refresh_absolute_ttl(31_536_000).is_ok());
+        assert_eq!(
+            policy.with_refresh_absolute_ttl(86_399),
+            Err(PolicyError {
+                field: "refresh_absolute_ttl_seconds",
+                min: 86_400,
+                max: 31_536_000
+            })
+        );
+        assert_eq!(
+            policy
+                .with_refresh_absolute_ttl(31_536_001)
+                .unwrap_err()
+                .max,
+            31_536_000
+        );
+        let short = TokenPolicy::new(60, 900, 3600, true).unwrap();
+        assert_eq!(short.with_refresh_absolute_ttl(3599).unwrap_err().min, 3600);
+    }
+
+    #[test]
+    fn a_policy_recorded_before_the_absolute_lifetime_existed_still_loads() {
+        let old: TokenPolicy = serde_json::from_str(
+            r#"{"visitor_token_ttl_seconds": 60, "session_ttl_seconds": 900,
+                "refresh_ttl_seconds": 7776000, "guests_allowed": true}"#,
+        )
+        .unwrap();
+        assert_eq!(old.refresh_absolute_ttl_seconds(), 7_776_000);
+        let json = serde_json::to_value(old).unwrap();
+        assert_eq!(json["refresh_absolute_ttl_seconds"], 7_776_000);
     }
 
     #[test]

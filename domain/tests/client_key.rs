@@ -267,6 +267,59 @@ fn setting_the_token_policy_records_it() {
 }
 
 #[test]
+fn setting_a_policy_with_an_absolute_refresh_lifetime_records_it() {
+    let policy: TokenPolicy = serde_json::from_str(
+        r#"{"refresh_ttl_seconds": 86400, "refresh_absolute_ttl_seconds": 604800}"#,
+    )
+    .expect("in bounds");
+    assert_eq!(policy.refresh_absolute_ttl_seconds(), 604_800);
+    Framework::with(services())
+        .given(vec![created()])
+        .when(ClientKeyCommand::SetTokenPolicy { policy })
+        .then_expect_events(vec![ClientKeyEvent::TokenPolicySet { policy }]);
+}
+
+#[test]
+fn an_absolute_refresh_lifetime_out_of_bounds_never_reaches_the_aggregate() {
+    for (body, message) in [
+        (
+            r#"{"refresh_absolute_ttl_seconds": 3599}"#,
+            "refresh_absolute_ttl_seconds must be between 604800 and 31536000 seconds",
+        ),
+        (
+            r#"{"refresh_ttl_seconds": 3600, "refresh_absolute_ttl_seconds": 31536001}"#,
+            "refresh_absolute_ttl_seconds must be between 3600 and 31536000 seconds",
+        ),
+        (
+            r#"{"refresh_ttl_seconds": 864000, "refresh_absolute_ttl_seconds": 863999}"#,
+            "refresh_absolute_ttl_seconds must be between 864000 and 31536000 seconds",
+        ),
+    ] {
+        let err = serde_json::from_str::<TokenPolicy>(body).expect_err(body);
+        assert!(err.to_string().contains(message), "{body}: {err}");
+    }
+}
+
+#[test]
+fn a_policy_event_recorded_before_the_absolute_lifetime_existed_replays_with_the_default() {
+    let old: ClientKeyEvent = serde_json::from_value(serde_json::json!({
+        "TokenPolicySet": {"policy": {
+            "visitor_token_ttl_seconds": 30, "session_ttl_seconds": 600,
+            "refresh_ttl_seconds": 3600, "guests_allowed": false
+        }}
+    }))
+    .expect("an old event still loads");
+    let expected = TokenPolicy::new(30, 600, 3600, false).expect("in bounds");
+    assert_eq!(expected.refresh_absolute_ttl_seconds(), 2_592_000);
+    assert_eq!(old, ClientKeyEvent::TokenPolicySet { policy: expected });
+    // Setting the same policy again on a key that replayed the old event records it.
+    Framework::with(services())
+        .given(vec![created(), old])
+        .when(ClientKeyCommand::SetTokenPolicy { policy: expected })
+        .then_expect_events(vec![ClientKeyEvent::TokenPolicySet { policy: expected }]);
+}
+
+#[test]
 fn rotating_the_secret_key_keeps_the_old_one_valid_for_the_grace_period() {
     Framework::with(services())
         .given(vec![created()])

@@ -159,7 +159,9 @@ impl From<SessionError> for ApiError {
             | SessionError::Revoked { .. }
             | SessionError::InvalidProfile { .. }
             | SessionError::AlreadyExchanged
-            | SessionError::RefreshReused => Self::bad_request(message),
+            | SessionError::RefreshReused
+            | SessionError::GuestFamilyEnded
+            | SessionError::FamilyEnded => Self::bad_request(message),
             SessionError::InvalidSecretKey | SessionError::SecretKeyOfAnotherKey => {
                 Self::unauthorized(message)
             }

@@ -26,8 +26,9 @@ use projections::ClientKeyView;
 use serde::{Deserialize, Serialize};
 
 use super::error::{to_plain_text, ApiError, JsonBody};
+use crate::ledger::Spend;
 use crate::metrics::Listener;
-use crate::sessions::{self, Identity, Rotation, SessionError};
+use crate::sessions::{self, Continuation, Identity, Refresh, SessionError};
 use crate::state::AppState;
 use crate::tokens::{Claims, TokenKind};
 
@@ -295,13 +296,14 @@ fn mint(state: &AppState, claims: &Claims) -> Result<String, ApiError> {
     Ok(token)
 }
 
-/// A new session (and refresh token, of `family` or a new family) for `identity` at the
-/// allowed origin, as the response the widget receives.
+/// A new session (and refresh token: the recorded successor when `continuing` a family,
+/// else the first of a new family) for `identity` at the allowed origin, as the response
+/// the widget receives.
 fn session_response(
     state: &AppState,
     allowed: &Allowed,
     identity: &Identity,
-    family: Option<String>,
+    continuing: Option<&Continuation>,
     visitor_id: Option<String>,
 ) -> Result<Response, ApiError> {
     let now = Utc::now().timestamp();
@@ -309,7 +311,7 @@ fn session_response(
         &allowed.view,
         identity,
         &allowed.origin,
-        family,
+        continuing,
         &state.settings.issuer,
         now,
     );
@@ -443,7 +445,7 @@ async fn exchange(
     // Last, so a refused request does not burn the token.
     let used = state
         .store
-        .use_token(&claims.jti, "visitor", None, now_ms(), claims.exp)
+        .use_token(&claims.jti, "visitor", now_ms(), claims.exp)
         .await?;
     sessions::first_exchange(used)?;
     let visitor_id = claims.sub.clone();
@@ -473,38 +475,80 @@ async fn refresh(
     let (claims, view) = verify_presented(&state, &token, TokenKind::Refresh)?;
     let (origin_header, origin) = allowed_origin(&view, &headers)?;
     let family = sessions::refresh_family(&claims, &origin)?;
-    if state.store.refresh_family_revoked(&family).await? {
-        return Err(SessionError::Revoked {
-            kind: TokenKind::Refresh,
-        }
-        .into());
-    }
     let now = now_ms();
-    let used = state
+    let now_secs = now.div_euclid(1000);
+    sessions::may_continue(&claims, &view, now_secs)?;
+    // The successor is decided before the write and recorded by it: the same statement
+    // spends the token, checks that neither the family nor (after the version decided
+    // on here) the key was revoked, and stores what the token became.
+    let successor = sessions::successor(&claims, &view, now_secs);
+    let outcome = state
         .store
-        .use_token(&claims.jti, "refresh", Some(&family), now, claims.exp)
+        .spend_refresh_token(&Spend {
+            client_key: &claims.ck,
+            seen_version: view.version() as i64,
+            family: &family,
+            spent_jti: &claims.jti,
+            successor: &successor,
+            now_ms: now,
+            ends_at: successor.exp.max(claims.exp),
+        })
         .await?;
-    match sessions::rotation(used, now, &view.state().token_policy) {
-        Rotation::Rotate => {}
-        Rotation::RetryWithinGrace => {
-            tracing::debug!("refresh retried within the grace period");
+    let successor = match sessions::after_spend(&claims, outcome, now) {
+        Refresh::Rotated => successor,
+        Refresh::Retry(recorded) => {
+            tracing::debug!(family = %family, "refresh retried within the grace period");
+            recorded
         }
-        Rotation::ReuseDetected(revocation) => {
-            state
+        Refresh::Revoked => {
+            return Err(SessionError::Revoked {
+                kind: TokenKind::Refresh,
+            }
+            .into())
+        }
+        Refresh::KeyChanged => {
+            return Err(ApiError::unavailable(
+                "the client key changed moments ago; retry shortly",
+            ))
+        }
+        Refresh::ReuseDetected(revocation) => {
+            let revoked = state
                 .store
-                .revoke_refresh_family(&family, revocation.revoked_at, revocation.expires_at)
+                .revoke_refresh_family(
+                    &family,
+                    revocation.revoked_at,
+                    revocation.generation,
+                    revocation.ends_at,
+                )
                 .await?;
-            tracing::warn!(client_key = %claims.ck, "rotated refresh token presented again; family revoked");
+            if revoked {
+                state.metrics.refresh_reuse_detected();
+                tracing::warn!(
+                    client_key = %claims.ck,
+                    family = %family,
+                    generation_replayed = ?revocation.generation,
+                    "spent refresh token presented again; family revoked"
+                );
+            }
             return Err(SessionError::RefreshReused.into());
         }
-    }
+    };
+    // A revocation, disabling or policy change that reached this node while the write
+    // was in flight still wins: nothing is handed out that it would refuse.
+    let view = sessions::key_still_counts(&state.directory, &claims, TokenKind::Refresh)?;
+    sessions::may_continue(&claims, &view, now_secs)?;
+    let continuing = Continuation {
+        family,
+        started_at: sessions::family_started_at(&claims),
+        successor,
+    };
     let allowed = Allowed {
         view,
         origin_header,
         origin,
     };
     let identity = Identity::refreshed(claims);
-    session_response(&state, &allowed, &identity, Some(family), None)
+    session_response(&state, &allowed, &identity, Some(&continuing), None)
 }
 
 async fn jwks(State(state): State<AppState>) -> Response {

@@ -92,11 +92,8 @@ fn ada() -> Identity {
     Identity::user("user-42", Some("Ada"), Some("ada@acme.test")).unwrap()
 }
 
-fn again(used_at_ms: i64, latest_in_family: bool) -> TokenUse {
-    TokenUse::Again {
-        used_at_ms,
-        latest_in_family,
-    }
+fn again(used_at_ms: i64) -> TokenUse {
+    TokenUse::Again { used_at_ms }
 }
 
 #[test]
@@ -131,9 +128,109 @@ fn a_new_session_starts_a_refresh_family_and_a_refresh_continues_it() {
     assert_eq!(first.refresh.exp, NOW + 7 * 24 * 3600);
     assert_eq!(first.refresh_expires_in, 7 * 24 * 3600);
 
-    let next = session_pair(&view, &ada(), &origin(), Some(family.clone()), ISSUER, NOW);
+    assert_eq!((first.refresh.fst, first.refresh.gen), (Some(NOW), Some(0)));
+
+    let later = NOW + 3600;
+    let successor = successor(&first.refresh, &view, later);
+    let continuing = Continuation {
+        family: family.clone(),
+        started_at: family_started_at(&first.refresh),
+        successor: successor.clone(),
+    };
+    let next = session_pair(&view, &ada(), &origin(), Some(&continuing), ISSUER, later);
     assert_eq!(next.refresh.fam, Some(family));
+    assert_eq!(next.refresh.jti, successor.jti);
     assert_ne!(next.refresh.jti, first.refresh.jti);
+    assert_eq!(
+        (next.refresh.fst, next.refresh.gen, next.refresh.iat),
+        (Some(NOW), Some(1), later)
+    );
+    assert_eq!(next.refresh.exp, later + 7 * 24 * 3600);
+    assert_eq!(next.refresh_expires_in, 7 * 24 * 3600);
+}
+
+#[test]
+fn a_recorded_successor_minted_again_is_the_very_same_token() {
+    let view = Fixture::new().view();
+    let keys = signing_keys();
+    let first = session_pair(&view, &ada(), &origin(), None, ISSUER, NOW);
+    let continuing = Continuation {
+        family: first.refresh.fam.clone().unwrap(),
+        started_at: NOW,
+        successor: successor(&first.refresh, &view, NOW + 10),
+    };
+    let once = session_pair(
+        &view,
+        &ada(),
+        &origin(),
+        Some(&continuing),
+        ISSUER,
+        NOW + 10,
+    );
+    let again = session_pair(
+        &view,
+        &ada(),
+        &origin(),
+        Some(&continuing),
+        ISSUER,
+        NOW + 19,
+    );
+    assert_eq!(
+        keys.mint(&once.refresh).unwrap(),
+        keys.mint(&again.refresh).unwrap()
+    );
+    assert_ne!(once.session.jti, again.session.jti, "a fresh session token");
+    assert_eq!(again.refresh_expires_in, once.refresh_expires_in - 9);
+}
+
+#[test]
+fn no_successor_outlives_the_familys_absolute_lifetime() {
+    let policy = TokenPolicy::new(60, 900, 7 * 86_400, true)
+        .unwrap()
+        .with_refresh_absolute_ttl(10 * 86_400)
+        .unwrap();
+    let view = Fixture::with_policy(policy).view();
+    let first = session_pair(&view, &ada(), &origin(), None, ISSUER, NOW);
+    assert_eq!(first.refresh.exp, NOW + 7 * 86_400);
+    let day_five = NOW + 5 * 86_400;
+    let next = successor(&first.refresh, &view, day_five);
+    assert_eq!(next.exp, NOW + 10 * 86_400, "capped at the family's end");
+    assert_eq!(family_ends_at(&first.refresh, &policy), NOW + 10 * 86_400);
+    assert_eq!(may_continue(&first.refresh, &view, day_five), Ok(()));
+    assert_eq!(
+        may_continue(&first.refresh, &view, NOW + 10 * 86_400),
+        Err(SessionError::FamilyEnded)
+    );
+}
+
+#[test]
+fn a_refresh_token_minted_before_families_had_a_start_counts_from_its_own_iat() {
+    let view = Fixture::new().view();
+    let mut legacy = session_pair(&view, &ada(), &origin(), None, ISSUER, NOW).refresh;
+    (legacy.fst, legacy.gen) = (None, None);
+    assert_eq!(family_started_at(&legacy), NOW);
+    assert_eq!(successor(&legacy, &view, NOW + 1).generation, 1);
+}
+
+#[test]
+fn guests_off_ends_guest_families_and_keeps_signed_in_ones() {
+    let mut fixture = Fixture::new();
+    let view = fixture.view();
+    let guest = Identity::guest(&view.state().token_policy).unwrap();
+    let guest_refresh = session_pair(&view, &guest, &origin(), None, ISSUER, NOW).refresh;
+    let user_refresh = session_pair(&view, &ada(), &origin(), None, ISSUER, NOW).refresh;
+    assert_eq!(may_continue(&guest_refresh, &view, NOW + 1), Ok(()));
+    fixture.then(ClientKeyEvent::TokenPolicySet {
+        policy: TokenPolicy::new(60, 900, 604_800, false).unwrap(),
+    });
+    let view = fixture.view();
+    let refused = may_continue(&guest_refresh, &view, NOW + 1).unwrap_err();
+    assert_eq!(refused, SessionError::GuestFamilyEnded);
+    assert_eq!(
+        refused.to_string(),
+        "guests are not allowed for this client_key"
+    );
+    assert_eq!(may_continue(&user_refresh, &view, NOW + 1), Ok(()));
 }
 
 #[test]
@@ -351,7 +448,7 @@ fn a_token_issued_at_or_before_its_users_revocation_is_revoked() {
 fn a_visitor_token_is_exchanged_once() {
     assert_eq!(first_exchange(TokenUse::First), Ok(()));
     assert_eq!(
-        first_exchange(again(NOW * 1000, false)),
+        first_exchange(again(NOW * 1000)),
         Err(SessionError::AlreadyExchanged)
     );
 }
@@ -380,59 +477,125 @@ fn a_refresh_token_without_a_family_is_malformed() {
     assert_eq!(err.to_string(), "invalid refresh token: token malformed");
 }
 
+/// A family's ledger row after `spent` was spent at `spent_at_ms` for `head`.
+fn record(spent: &Claims, spent_at_ms: i64, head: &RecordedToken) -> FamilyRecord {
+    FamilyRecord {
+        head: Some(head.clone()),
+        spent: Some((spent.jti.clone(), spent_at_ms)),
+        revoked: None,
+        ends_at: head.exp,
+    }
+}
+
+/// A family's first refresh token and the successor recorded for it at `NOW`.
+fn rotated_once() -> (Claims, RecordedToken) {
+    let view = Fixture::new().view();
+    let first = session_pair(&view, &ada(), &origin(), None, ISSUER, NOW).refresh;
+    let head = successor(&first, &view, NOW);
+    (first, head)
+}
+
 #[test]
-fn a_refresh_token_used_for_the_first_time_rotates() {
-    let policy = TokenPolicy::default();
+fn the_request_that_spends_a_refresh_token_rotates_it() {
+    let (first, _) = rotated_once();
     assert_eq!(
-        rotation(TokenUse::First, NOW * 1000, &policy),
-        Rotation::Rotate
+        after_spend(&first, SpendOutcome::Spent, NOW * 1000),
+        Refresh::Rotated
     );
 }
 
 #[test]
-fn a_spent_refresh_token_presented_within_the_grace_is_a_retry() {
-    let (policy, now_ms) = (TokenPolicy::default(), NOW * 1000);
-    for used_at_ms in [now_ms, now_ms - REFRESH_RETRY_GRACE_MS] {
+fn the_latest_spent_token_within_the_grace_gets_the_same_successor_again() {
+    let (first, head) = rotated_once();
+    for now_ms in [NOW * 1000, NOW * 1000 + REFRESH_RETRY_GRACE_MS] {
+        let outcome = SpendOutcome::NotSpent(Some(record(&first, NOW * 1000, &head)));
         assert_eq!(
-            rotation(again(used_at_ms, true), now_ms, &policy),
-            Rotation::RetryWithinGrace
+            after_spend(&first, outcome, now_ms),
+            Refresh::Retry(head.clone())
         );
     }
 }
 
 #[test]
-fn a_spent_refresh_token_presented_after_the_grace_revokes_its_family() {
-    let (policy, now_ms) = (TokenPolicy::default(), NOW * 1000 + 999);
-    let used_at_ms = now_ms - REFRESH_RETRY_GRACE_MS - 1;
+fn the_latest_spent_token_after_the_grace_revokes_its_family() {
+    let (first, head) = rotated_once();
+    let now_ms = NOW * 1000 + REFRESH_RETRY_GRACE_MS + 1;
+    let outcome = SpendOutcome::NotSpent(Some(record(&first, NOW * 1000, &head)));
     assert_eq!(
-        rotation(again(used_at_ms, true), now_ms, &policy),
-        Rotation::ReuseDetected(FamilyRevocation {
-            revoked_at: NOW,
-            expires_at: NOW + 7 * 24 * 3600,
+        after_spend(&first, outcome, now_ms),
+        Refresh::ReuseDetected(FamilyRevocation {
+            revoked_at: NOW + 10,
+            generation: Some(0),
+            ends_at: head.exp,
         })
     );
 }
 
 #[test]
-fn a_spent_refresh_token_that_already_has_a_successor_revokes_its_family_at_once() {
-    let policy = TokenPolicy::default();
-    let now_ms = NOW * 1000;
+fn an_older_generation_revokes_its_family_at_once_even_within_the_grace() {
+    let view = Fixture::new().view();
+    let (first, head) = rotated_once();
+    // The successor was itself spent: the family moved on, `first` is two generations old.
+    let second = session_pair(
+        &view,
+        &ada(),
+        &origin(),
+        Some(&Continuation {
+            family: first.fam.clone().unwrap(),
+            started_at: NOW,
+            successor: head.clone(),
+        }),
+        ISSUER,
+        NOW,
+    )
+    .refresh;
+    let third = successor(&second, &view, NOW + 1);
+    let outcome = SpendOutcome::NotSpent(Some(record(&second, NOW * 1000 + 1000, &third)));
     assert!(matches!(
-        rotation(again(now_ms, false), now_ms, &policy),
-        Rotation::ReuseDetected(_)
+        after_spend(&first, outcome, NOW * 1000 + 1500),
+        Refresh::ReuseDetected(FamilyRevocation {
+            generation: Some(0),
+            ..
+        })
     ));
 }
 
 #[test]
-fn a_family_stays_revoked_as_long_as_its_refresh_tokens_could_live() {
-    let policy = TokenPolicy::new(60, 900, 86_400, true).unwrap();
+fn a_token_of_a_revoked_family_is_refused_without_a_new_detection() {
+    let (first, head) = rotated_once();
+    let mut revoked = record(&first, NOW * 1000, &head);
+    revoked.revoked = Some(crate::ledger::FamilyRevoked {
+        at: NOW,
+        reason: "reuse".to_owned(),
+        generation: Some(0),
+    });
     assert_eq!(
-        family_revocation(&policy, NOW * 1000 + 500),
-        FamilyRevocation {
-            revoked_at: NOW,
-            expires_at: NOW + 86_400,
-        }
+        after_spend(&first, SpendOutcome::NotSpent(Some(revoked)), NOW * 1000),
+        Refresh::Revoked
     );
+}
+
+#[test]
+fn a_revocation_lasts_until_the_latest_token_of_its_family_expires() {
+    let (first, head) = rotated_once();
+    // The row knows the family's latest `exp`, however the policy changed since.
+    let mut row = record(&first, NOW * 1000, &head);
+    row.ends_at = NOW + 90 * 86_400;
+    let Refresh::ReuseDetected(revocation) = after_spend(
+        &first,
+        SpendOutcome::NotSpent(Some(row)),
+        NOW * 1000 + 60_000,
+    ) else {
+        panic!("reuse")
+    };
+    assert_eq!(revocation.ends_at, NOW + 90 * 86_400);
+    // A token spent only in the old single-use ledger: as long as any refresh lifetime.
+    let Refresh::ReuseDetected(legacy) =
+        after_spend(&first, SpendOutcome::NotSpent(None), NOW * 1000)
+    else {
+        panic!("reuse")
+    };
+    assert_eq!(legacy.ends_at, NOW + 7_776_000);
 }
 
 #[test]
@@ -508,5 +671,14 @@ fn a_secret_key_mints_visitor_tokens_only_for_its_own_enabled_key() {
     assert_eq!(
         authorize_visitor_token(&fixture.view(), fixture.public_key.as_str(), now),
         Err(SessionError::KeyDisabled)
+    );
+}
+
+#[test]
+fn a_key_revoked_after_the_version_decided_on_spends_nothing_and_asks_for_a_retry() {
+    let (first, _) = rotated_once();
+    assert_eq!(
+        after_spend(&first, SpendOutcome::KeyChanged, NOW * 1000),
+        Refresh::KeyChanged
     );
 }

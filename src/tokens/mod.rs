@@ -86,6 +86,14 @@ pub struct Claims {
     /// Refresh-token family id.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub fam: Option<String>,
+    /// Refresh tokens: when the family's first token was minted (unix seconds), so every
+    /// node caps a successor's `exp` at the family's absolute end alike.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub fst: Option<i64>,
+    /// Refresh tokens: the generation in the family (0 for the first token, +1 per
+    /// rotation), so a replay names which one came back.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub gen: Option<i64>,
 }
 
 /// Why a token was not minted or not accepted. Every message is a short sentence that is

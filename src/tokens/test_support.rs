@@ -32,6 +32,8 @@ pub(super) fn claims(kind: TokenKind, now: i64) -> Claims {
         name: Some("Ada \"Lovelace\" ✓".to_owned()),
         email: Some("ada@example.com".to_owned()),
         fam: None,
+        fst: None,
+        gen: None,
     }
 }
 

@@ -49,7 +49,8 @@ async fn creating_a_key_returns_its_keys_once_and_serves_a_neutral_default(store
         key["token_policy"],
         json!({
             "visitor_token_ttl_seconds": 60, "session_ttl_seconds": 900,
-            "refresh_ttl_seconds": 604800, "guests_allowed": true
+            "refresh_ttl_seconds": 604800, "refresh_absolute_ttl_seconds": 2592000,
+            "guests_allowed": true
         })
     );
     assert_eq!(key["status"], "active");
@@ -233,6 +234,18 @@ async fn token_policies_outside_their_bounds_are_refused(store: StoreKind) {
             "refresh_ttl_seconds",
         ),
         (json!({"session_ttl_seconds": -5}), "session_ttl_seconds"),
+        (
+            json!({"refresh_absolute_ttl_seconds": 3599}),
+            "refresh_absolute_ttl_seconds must be between 604800 and 31536000 seconds",
+        ),
+        (
+            json!({"refresh_ttl_seconds": 86400, "refresh_absolute_ttl_seconds": 86399}),
+            "refresh_absolute_ttl_seconds must be between 86400 and 31536000 seconds",
+        ),
+        (
+            json!({"refresh_absolute_ttl_seconds": 31536001}),
+            "refresh_absolute_ttl_seconds",
+        ),
     ] {
         let (status, body) = status_json(
             app.command(&id, json!({"type": "set_token_policy", "policy": policy}))
@@ -255,7 +268,21 @@ async fn token_policies_outside_their_bounds_are_refused(store: StoreKind) {
     )
     .await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(app.key(&id).await["token_policy"], policy);
+    // The effective policy: the absolute refresh lifetime left out is filled in.
+    let mut effective = policy.clone();
+    effective["refresh_absolute_ttl_seconds"] = json!(2_592_000);
+    assert_eq!(app.key(&id).await["token_policy"], effective);
+    let policy = json!({"refresh_ttl_seconds": 3600, "refresh_absolute_ttl_seconds": 3600});
+    let (status, _) = status_json(
+        app.command(&id, json!({"type": "set_token_policy", "policy": policy}))
+            .await,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        app.key(&id).await["token_policy"]["refresh_absolute_ttl_seconds"],
+        3600
+    );
     let created = app
         .admin_post(
             "/internal/v1/client-keys",

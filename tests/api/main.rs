@@ -11,4 +11,5 @@ mod edge;
 mod group_commit;
 mod process;
 mod public;
+mod refresh;
 mod widget_js;

@@ -857,6 +857,8 @@ fn forge(app: &TestApp, key: &Value, kind: TokenKind, adjust: impl FnOnce(&mut C
         name: None,
         email: None,
         fam: None,
+        fst: None,
+        gen: None,
     };
     adjust(&mut claims);
     app.store.signing_keys().mint(&claims).expect("mint")

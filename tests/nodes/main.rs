@@ -10,6 +10,7 @@ mod cluster;
 #[path = "../common/mod.rs"]
 mod common;
 mod node;
+mod refresh;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

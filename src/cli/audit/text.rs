@@ -5,7 +5,8 @@
 use chrono::{DateTime, SecondsFormat, Utc};
 use domain::KeyStatus;
 
-use crate::audit::{KeyHistory, TokenReport, VerifyReport};
+use crate::audit::{KeyHistory, RefreshFamily, TokenReport, VerifyReport};
+use crate::sessions::FamilyStanding;
 use crate::tokens::TokenKind;
 
 /// The one-line answer of `audit verify`.
@@ -123,6 +124,9 @@ pub(super) fn token(report: &TokenReport) -> String {
             }
         ));
     }
+    if let Some(family) = &report.refresh_family {
+        out.push_str(&refresh_family(family));
+    }
     if !report.changes_since.is_empty() {
         out.push_str("changes since:\n");
         for change in &report.changes_since {
@@ -133,6 +137,50 @@ pub(super) fn token(report: &TokenReport) -> String {
         }
     }
     out
+}
+
+/// A refresh token's family: which generation it is, and whether it is live, spent or
+/// revoked, and why.
+fn refresh_family(family: &RefreshFamily) -> String {
+    let generation = family
+        .generation
+        .map_or_else(|| "unknown".to_owned(), |g| g.to_string());
+    let standing = match &family.standing {
+        FamilyStanding::Live { expired: false } => {
+            "live: the family's current token; presenting it rotates it".to_owned()
+        }
+        FamilyStanding::Live { expired: true } => {
+            "live but expired: the family's last token, past its exp".to_owned()
+        }
+        FamilyStanding::Spent {
+            spent_at_ms,
+            successor: Some(successor),
+            ..
+        } => format!(
+            "spent at unix ms {}: rotated into {successor}, the family's live token; \
+             presented again within 10 s it gets that token again, later it revokes the family",
+            spent_at_ms.unwrap_or_default()
+        ),
+        FamilyStanding::Spent {
+            live_generation, ..
+        } => format!(
+            "spent: the family has moved on (live generation {}); presenting it revokes the family",
+            live_generation.map_or_else(|| "unknown".to_owned(), |g| g.to_string())
+        ),
+        FamilyStanding::Revoked {
+            at,
+            reason,
+            generation_replayed,
+        } => format!(
+            "revoked at unix {at} ({reason}: generation {} was presented again after it was spent); \
+             every token of the family is refused",
+            generation_replayed.map_or_else(|| "unknown".to_owned(), |g| g.to_string())
+        ),
+    };
+    format!(
+        "refresh family {} (this token: generation {generation}): {standing}\n",
+        family.family
+    )
 }
 
 /// A time as the JSON output writes it (chrono's serde form), so text and JSON agree.
