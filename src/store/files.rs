@@ -31,12 +31,21 @@ pub fn sqlite_files(database: &Path) -> [PathBuf; 3] {
 
 /// Creates the database file owner-only if it does not exist yet, so SQLite never
 /// creates it under the umask, and narrows whichever of its files already exist.
+///
+/// An existing database is never opened here: closing any descriptor of a file drops
+/// every POSIX lock this process holds on it, SQLite's included (another connection of
+/// this process, or of a second store on the same file, would lose its WAL read lock and
+/// see a stale snapshot). `create_new` opens only a file that nobody can be using yet.
 pub fn prepare_sqlite(database: &Path) -> std::io::Result<()> {
     let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(false);
+    options.write(true).create_new(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    drop(options.open(database)?);
+    match options.open(database) {
+        Ok(file) => drop(file),
+        Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(err) => return Err(err),
+    }
     narrow_sqlite(database)
 }
 
