@@ -46,7 +46,7 @@ pub enum StateAt {
 
 /// An event as auditors see it (an entry of API.md's `/events`): the payload without the
 /// enum wrapper, and the metadata fields API.md lists (never the idempotency record).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct AuditEvent {
     pub metadata: AuditMetadata,
     /// The domain event as stored, without its `{"EventName": …}` wrapper: JSON by
@@ -54,11 +54,12 @@ pub struct AuditEvent {
     pub payload: Value,
     pub sequence: u64,
     #[serde(rename = "type")]
+    #[schema(value_type = String)]
     pub kind: &'static str,
 }
 
 /// Who did it, when, under which request, and why.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct AuditMetadata {
     pub actor: String,
     pub at: DateTime<Utc>,
@@ -89,7 +90,7 @@ impl AuditEvent {
 }
 
 /// One page of a key's events (`GET /internal/v1/client-keys/{id}/events`).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct EventsPage {
     pub events: Vec<AuditEvent>,
     /// The `after` of the next page; `None` on the last one.
