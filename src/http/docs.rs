@@ -81,9 +81,22 @@ async fn page() -> Response {
     )
 }
 
+/// The files of the page, for the document (the handler looks names up in [`ASSETS`];
+/// `every_asset_is_named_in_the_document` keeps the two lists equal).
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+#[allow(dead_code)]
+enum DocsAsset {
+    #[serde(rename = "swagger-ui-bundle.js")]
+    Bundle,
+    #[serde(rename = "swagger-ui.css")]
+    Css,
+    #[serde(rename = "init.js")]
+    Init,
+}
+
 /// A file of the documentation page.
 #[utoipa::path(get, path = "/docs/{asset}", tag = "operations",
-    params(("asset" = String, Path, description = "`swagger-ui-bundle.js`, `swagger-ui.css` or `init.js`")),
+    params(("asset" = inline(DocsAsset), Path)),
     responses(
         (status = 200, description = "The file", content(
             (String = "text/javascript"),
@@ -103,5 +116,43 @@ async fn asset(Path(name): Path<String>) -> Response {
                 .into_response(),
         ),
         None => ApiError::not_found("no such file").into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_asset_is_named_in_the_document() {
+        let named: Vec<String> = ASSETS.iter().map(|(name, _, _)| name.to_string()).collect();
+        let documented: Vec<String> = [DocsAsset::Bundle, DocsAsset::Css, DocsAsset::Init]
+            .iter()
+            .map(|a| {
+                serde_json::to_value(a)
+                    .ok()
+                    .and_then(|v| v.as_str().map(String::from))
+                    .unwrap_or_default()
+            })
+            .collect();
+        assert_eq!(named, documented);
+    }
+
+    #[test]
+    fn the_page_loads_only_vendored_assets_and_the_listeners_document() {
+        let init = std::str::from_utf8(ASSETS[2].2).unwrap_or_default();
+        assert!(init.contains("url: \"/openapi.json\""));
+        assert!(init.contains("validatorUrl: null"));
+        for (name, _, _) in ASSETS.iter().take(2) {
+            assert!(
+                PAGE.contains(&format!("/docs/{name}")),
+                "{name} not loaded by the page"
+            );
+        }
+        assert!(PAGE.contains("/docs/init.js"));
+        assert!(
+            !PAGE.contains("http"),
+            "the page must not name another host"
+        );
     }
 }
