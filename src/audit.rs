@@ -245,7 +245,7 @@ pub async fn resolve_key(
     while let Some(recorded) = events.next().await {
         let recorded = recorded?;
         seen += 1;
-        if seen % PROGRESS_EVERY == 0 {
+        if seen.is_multiple_of(PROGRESS_EVERY) {
             progress(seen);
         }
         let found = match &recorded.event {

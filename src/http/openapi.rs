@@ -183,6 +183,8 @@ pub struct ClientKeyCreated {
 /// `expected_version` (409 when stale).
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+// Only ever a schema, never a value: variant sizes cost nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Command {
     /// Replaces the allowlist.
     ChangeOrigins {
