@@ -19,7 +19,7 @@ use domain::{
 };
 use serde::Serialize;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::{Modify, OpenApi, ToSchema};
+use utoipa::{Modify, OpenApi, PartialSchema, ToSchema};
 
 /// The security scheme of `POST /api/v1/widget/auth/user-token`.
 pub const SECRET_KEY: &str = "secret_key";
@@ -94,6 +94,48 @@ impl Modify for SecuritySchemes {
                     ))
                     .build(),
             ),
+        );
+    }
+}
+
+/// Adds the CORS preflight (`OPTIONS`) to each browser path. Preflights are answered by
+/// the public edge middleware, not by a handler, so `routes!` cannot describe them; the
+/// same `BROWSER_PATHS` list drives both.
+pub fn add_preflights(openapi: &mut utoipa::openapi::OpenApi, paths: &[&str]) {
+    use utoipa::openapi::path::OperationBuilder;
+    use utoipa::openapi::{Header, ResponseBuilder};
+    let header = |description: &str| {
+        let mut header = Header::new(String::schema());
+        header.description = Some(description.to_owned());
+        header
+    };
+    for path in paths {
+        let Some(item) = openapi.paths.paths.get_mut(*path) else {
+            continue;
+        };
+        let response = ResponseBuilder::new()
+            .description(
+                "No body. The CORS headers are sent when the Origin is well formed; the \
+                 key's allowlist is enforced on the actual request.",
+            )
+            .header(
+                "Access-Control-Allow-Origin",
+                header("The request's Origin"),
+            )
+            .header(
+                "Access-Control-Allow-Methods",
+                header("`GET, POST, OPTIONS`"),
+            )
+            .header("Access-Control-Allow-Headers", header("`content-type`"))
+            .header("Access-Control-Max-Age", header("Seconds"))
+            .header("Vary", header("`Origin`"))
+            .build();
+        item.options = Some(
+            OperationBuilder::new()
+                .summary(Some("CORS preflight"))
+                .tag("widget")
+                .response("204", response)
+                .build(),
         );
     }
 }

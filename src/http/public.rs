@@ -61,7 +61,9 @@ fn routes() -> OpenApiRouter<AppState> {
 
 /// The public listener's OpenAPI document.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    routes().into_openapi()
+    let mut openapi = routes().into_openapi();
+    openapi::add_preflights(&mut openapi, &BROWSER_PATHS);
+    openapi
 }
 
 static SPEC: Spec = Spec::new(|| openapi::to_bytes(&openapi()));

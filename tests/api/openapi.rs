@@ -124,6 +124,19 @@ async fn the_documents_carry_the_contracts_error_formats_headers_and_security(ki
         assert!(ok[header].is_object(), "config 200 lacks {header}");
     }
     assert!(response(&public, config, "get", "304").is_object());
+    for path in [
+        config,
+        guest,
+        "/api/v1/widget/auth/exchange",
+        "/api/v1/widget/auth/refresh",
+    ] {
+        let preflight = &response(&public, path, "options", "204")["headers"];
+        assert!(
+            preflight["Access-Control-Allow-Origin"].is_object(),
+            "{path}"
+        );
+    }
+    assert!(public["paths"]["/api/v1/widget/auth/user-token"]["options"].is_null());
     for (path, status) in [
         (guest, "429"),
         ("/api/v1/widget/auth/user-token", "429"),

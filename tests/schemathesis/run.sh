@@ -63,9 +63,10 @@ run() {
   local name=$1 url=$2
   shift 2
   echo "schemathesis: $name listener"
-  timeout $((budget + 60)) schemathesis run "$url" \
+  # From the temp dir: schemathesis and hypothesis keep their caches in the working dir.
+  (cd "$data" && timeout $((budget + 60)) schemathesis run "$url" \
     --checks "$checks" --max-examples "$examples" --max-time "$budget" \
-    --request-timeout 10 --seed 1 --no-color "$@"
+    --request-timeout 10 --seed 1 --no-color "$@")
 }
 status=0
 # Public first: the internal run's random commands may disable the key or change its
