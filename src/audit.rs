@@ -47,7 +47,7 @@ pub enum StateAt {
 
 /// An event as auditors see it (an entry of API.md's `/events`): the payload without the
 /// enum wrapper, and the metadata fields API.md lists (never the idempotency record).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct AuditEvent {
     pub metadata: AuditMetadata,
     /// The domain event as stored, without its `{"EventName": …}` wrapper: JSON by
@@ -55,11 +55,12 @@ pub struct AuditEvent {
     pub payload: Value,
     pub sequence: u64,
     #[serde(rename = "type")]
+    #[schema(value_type = String)]
     pub kind: &'static str,
 }
 
 /// Who did it, when, under which request, and why.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct AuditMetadata {
     pub actor: String,
     pub at: DateTime<Utc>,
@@ -90,7 +91,7 @@ impl AuditEvent {
 }
 
 /// One page of a key's events (`GET /internal/v1/client-keys/{id}/events`).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct EventsPage {
     pub events: Vec<AuditEvent>,
     /// The `after` of the next page; `None` on the last one.
@@ -245,7 +246,7 @@ pub async fn resolve_key(
     while let Some(recorded) = events.next().await {
         let recorded = recorded?;
         seen += 1;
-        if seen % PROGRESS_EVERY == 0 {
+        if seen.is_multiple_of(PROGRESS_EVERY) {
             progress(seen);
         }
         let found = match &recorded.event {

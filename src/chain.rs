@@ -164,11 +164,13 @@ impl Serialize for Problem {
 /// The first broken link: which key, which sequence, what is wrong. Serialized as the
 /// `broken` object of verify's JSON; fields in alphabetical order, the order that body
 /// has always had.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Broken {
     pub client_key_id: String,
     /// A sentence for people.
     pub message: String,
+    /// `edited`, `deleted`, `reordered`, `chain_missing` or `unreadable`.
+    #[schema(value_type = String)]
     pub problem: Problem,
     pub sequence: u64,
 }

@@ -195,7 +195,7 @@ impl From<Locale> for String {
 }
 
 /// Where the launcher bubble sits on the customer's page.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum LauncherPosition {
     #[default]
@@ -205,7 +205,7 @@ pub enum LauncherPosition {
 
 /// The widget's public config. Every field has a neutral default so a key created
 /// without a config still renders a usable widget.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct WidgetConfig {
     pub agent: Agent,
@@ -214,7 +214,7 @@ pub struct WidgetConfig {
     pub locale: Locale,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Agent {
     /// `None` shows the client key's name, so a fresh key needs no config at all.
@@ -222,7 +222,7 @@ pub struct Agent {
     pub avatar_url: Option<HttpsUrl>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Branding {
     pub primary_color: HexColor,
@@ -242,7 +242,7 @@ impl Default for Branding {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Copy {
     pub title: Text,

@@ -15,6 +15,7 @@ pub mod keys;
 pub mod origin;
 pub mod policy;
 pub mod profile;
+mod schema;
 pub mod services;
 
 pub use aggregate::{ClientKey, KeyStatus, PreviousPublicKey, PreviousSecretKey};

@@ -123,9 +123,10 @@ fn check(field: &'static str, value: u32, (min, max): (u32, u32)) -> Result<(), 
 }
 
 /// The wire shape: any field left out keeps its default, unknown fields are refused.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct RawPolicy {
+#[schema(as = TokenPolicy)]
+pub(crate) struct RawPolicy {
     visitor_token_ttl_seconds: Option<u32>,
     session_ttl_seconds: Option<u32>,
     refresh_ttl_seconds: Option<u32>,

@@ -20,6 +20,15 @@ static WIDGET_JS_ETAG: LazyLock<HeaderValue> = LazyLock::new(|| {
 
 /// `GET /widget/v1/widget.js`. No Origin check: a `<script>` tag sends none, and the
 /// script holds no secret.
+#[utoipa::path(get, path = "/widget/v1/widget.js", tag = "widget",
+    summary = "The widget's script, for a customer's page to include",
+    params(("If-None-Match" = Option<String>, Header, description = "An ETag from an earlier response")),
+    responses(
+        (status = 200, description = "The script (`window.widgetAuth`)", content_type = "text/javascript; charset=utf-8", body = String, headers(
+            ("ETag" = String, description = "Strong validator of the script's bytes"),
+            ("Cache-Control" = String, description = "`public, max-age=3600`"))),
+        (status = 304, description = "Not modified: the ETag still matches", headers(
+            ("ETag" = String, description = "Strong validator of the script's bytes")))))]
 pub async fn widget_js(headers: HeaderMap) -> Response {
     let etag = &*WIDGET_JS_ETAG;
     let not_modified = headers

@@ -7,7 +7,6 @@ use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use domain::{
@@ -17,8 +16,14 @@ use domain::{
 use serde::Deserialize;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::error::{from_value, ApiError, JsonBody};
+use super::openapi::{
+    self, ClientKeyCreated, ClientKeyState, ClientKeysPage, Command, CommandResult,
+    CreateClientKey, ErrorBody, Spec,
+};
 use crate::audit;
 use crate::commands::{CommandContext, Outcome};
 use crate::state::AppState;
@@ -28,22 +33,47 @@ use crate::store::EventMetadata;
 const ADMIN_BODY_LIMIT: usize = 64 * 1024;
 const MAX_PAGE: u64 = 1000;
 
-pub fn router(state: AppState) -> Router {
-    let v1 = Router::new()
-        .route(
-            "/client-keys",
-            post(create_client_key).get(list_client_keys),
-        )
-        .route("/client-keys/{id}", get(get_client_key))
-        .route("/client-keys/{id}/commands", post(run_command))
-        .route("/client-keys/{id}/events", get(client_key_events))
-        .route("/client-keys/{id}/state", get(client_key_state))
-        .route("/audit/verify", get(verify_chain))
-        .fallback(|| async { ApiError::not_found("no such endpoint") });
-    Router::new()
+/// The `/internal/v1` routes with their OpenAPI descriptions (the admin check is layered
+/// on in [`router`]: it needs the state, the document does not).
+fn v1_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create_client_key, list_client_keys))
+        .routes(routes!(get_client_key))
+        .routes(routes!(run_command))
+        .routes(routes!(client_key_events))
+        .routes(routes!(client_key_state))
+        .routes(routes!(verify_chain))
+}
+
+/// Every internal route with its OpenAPI description: the one list the router and
+/// `/openapi.json` are both made of (see [`super::openapi`]).
+fn routes(v1: OpenApiRouter<AppState>) -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(<openapi::InternalApi as utoipa::OpenApi>::openapi())
         .nest("/internal/v1", v1)
         .merge(super::probes())
-        .route("/metrics", get(render_metrics))
+        .routes(routes!(render_metrics))
+        .routes(routes!(openapi_json))
+        .merge(super::docs::routes())
+}
+
+/// The internal listener's OpenAPI document.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    routes(v1_routes()).into_openapi()
+}
+
+static SPEC: Spec = Spec::new(|| openapi::to_bytes(&openapi()));
+
+/// This listener's OpenAPI 3.1 document, generated from the code.
+#[utoipa::path(get, path = "/openapi.json", tag = "operations",
+    responses((status = 200, description = "This document (OpenAPI 3.1)", content_type = "application/json", body = Object)))]
+async fn openapi_json() -> Response {
+    SPEC.response()
+}
+
+pub fn router(state: AppState) -> Router {
+    let v1 = v1_routes().fallback(|| async { ApiError::not_found("no such endpoint") });
+    let (router, _) = routes(v1).split_for_parts();
+    router
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .layer(axum::extract::DefaultBodyLimit::max(ADMIN_BODY_LIMIT))
         // Before routing: without the token, a path under /internal/v1 that does not exist
@@ -69,6 +99,8 @@ async fn count_internal(State(state): State<AppState>, request: Request, next: N
 }
 
 /// `GET /metrics`: the Prometheus text exposition.
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Prometheus text exposition", content_type = "text/plain", body = String)))]
 async fn render_metrics(State(state): State<AppState>) -> Response {
     let body = state
         .metrics
@@ -185,6 +217,19 @@ struct CreateRequest {
     token_policy: TokenPolicy,
 }
 
+#[utoipa::path(post, path = "/client-keys", tag = "client keys",
+    summary = "Create a client key",
+    security(("admin_token" = [])),
+    params(("Idempotency-Key" = Option<String>, Header, description = "1 to 255 characters: a retry with it returns the first answer")),
+    request_body(content = CreateClientKey),
+    responses(
+        (status = 201, description = "Created; `secret_key` is shown here once", body = ClientKeyCreated),
+        (status = 400, description = "Invalid body, origin entry, config or policy (the message names it)", body = ErrorBody),
+        (status = 401, description = "Admin token missing or wrong", body = ErrorBody, headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
+        (status = 409, description = "The Idempotency-Key belongs to another request", body = ErrorBody),
+        (status = 413, description = "Body over 64 KiB", body = ErrorBody),
+        (status = 503, description = "The store is unavailable", body = ErrorBody, headers(("Retry-After" = u32, description = "Seconds"))),
+    ))]
 async fn create_client_key(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -295,6 +340,20 @@ struct Revoke {
 #[serde(deny_unknown_fields)]
 struct Nothing {}
 
+#[utoipa::path(post, path = "/client-keys/{id}/commands", tag = "client keys",
+    summary = "Run one command on a client key",
+    security(("admin_token" = [])),
+    params(("id" = String, Path, description = "The client key's id"), ("Idempotency-Key" = Option<String>, Header, description = "1 to 255 characters: a retry with it returns the first answer")),
+    request_body(content = Command),
+    responses(
+        (status = 200, description = "Applied (or it changed nothing: `event` is null)", body = CommandResult),
+        (status = 400, description = "Invalid command (the message names the field)", body = ErrorBody),
+        (status = 401, description = "Admin token missing or wrong", body = ErrorBody, headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
+        (status = 404, description = "Unknown client key", body = ErrorBody),
+        (status = 409, description = "`expected_version` is stale, or the Idempotency-Key belongs to another request", body = ErrorBody),
+        (status = 413, description = "Body over 64 KiB", body = ErrorBody),
+        (status = 503, description = "The store is unavailable", body = ErrorBody, headers(("Retry-After" = u32, description = "Seconds"))),
+    ))]
 async fn run_command(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -407,6 +466,15 @@ fn command_response(id: &ClientKeyId, outcome: &Outcome) -> Value {
     body
 }
 
+#[utoipa::path(get, path = "/client-keys/{id}", tag = "client keys",
+    summary = "A client key's current state (no secrets)",
+    security(("admin_token" = [])),
+    params(("id" = String, Path, description = "The client key's id")),
+    responses(
+        (status = 200, description = "The key", body = ClientKeyState),
+        (status = 401, description = "Admin token missing or wrong", body = ErrorBody, headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
+        (status = 404, description = "Unknown client key", body = ErrorBody),
+    ))]
 async fn get_client_key(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -426,6 +494,18 @@ struct ListQuery {
     limit: Option<u64>,
 }
 
+#[utoipa::path(get, path = "/client-keys", tag = "client keys",
+    summary = "Client keys, a page at a time, in id order",
+    security(("admin_token" = [])),
+    params(
+        ("after" = Option<String>, Query, description = "The `next_after` of the previous page"),
+        ("limit" = Option<u64>, Query, minimum = 1, maximum = 1000, description = "Page size, default 100"),
+    ),
+    responses(
+        (status = 200, description = "One page", body = ClientKeysPage),
+        (status = 400, description = "Bad `limit` or an unknown parameter", body = ErrorBody),
+        (status = 401, description = "Admin token missing or wrong", body = ErrorBody, headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
+    ))]
 async fn list_client_keys(
     State(state): State<AppState>,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
@@ -466,6 +546,20 @@ struct EventsQuery {
     limit: Option<u64>,
 }
 
+#[utoipa::path(get, path = "/client-keys/{id}/events", tag = "audit",
+    summary = "A key's events in order, a page at a time",
+    security(("admin_token" = [])),
+    params(("id" = String, Path, description = "The client key's id"),
+        ("after" = Option<u64>, Query, description = "Events with a greater sequence (default 0)"),
+        ("limit" = Option<u64>, Query, minimum = 1, maximum = 1000, description = "Page size, default 100"),
+    ),
+    responses(
+        (status = 200, description = "One page", body = crate::audit::EventsPage),
+        (status = 400, description = "Bad `after`, `limit` or an unknown parameter", body = ErrorBody),
+        (status = 401, description = "Admin token missing or wrong", body = ErrorBody, headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
+        (status = 404, description = "Unknown client key", body = ErrorBody),
+        (status = 503, description = "The store is unavailable", body = ErrorBody, headers(("Retry-After" = u32, description = "Seconds"))),
+    ))]
 async fn client_key_events(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -482,6 +576,21 @@ async fn client_key_events(
     }
 }
 
+#[utoipa::path(get, path = "/client-keys/{id}/state", tag = "audit",
+    summary = "A key as it stood right after event N, or at a time, rebuilt from its history",
+    description = "Give exactly one of `at_sequence` and `at`.",
+    security(("admin_token" = [])),
+    params(("id" = String, Path, description = "The client key's id"),
+        ("at_sequence" = Option<u64>, Query, description = "An event's sequence"),
+        ("at" = Option<String>, Query, format = DateTime, description = "An RFC 3339 time"),
+    ),
+    responses(
+        (status = 200, description = "The key then", body = ClientKeyState),
+        (status = 400, description = "Neither or both points, or a malformed one", body = ErrorBody),
+        (status = 401, description = "Admin token missing or wrong", body = ErrorBody, headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
+        (status = 404, description = "Unknown client key, or it did not exist yet", body = ErrorBody),
+        (status = 503, description = "The store is unavailable", body = ErrorBody, headers(("Retry-After" = u32, description = "Seconds"))),
+    ))]
 async fn client_key_state(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -518,6 +627,15 @@ async fn client_key_state(
 
 /// The tamper-evidence chain over the whole store, checked now (the same code as
 /// `widget-auth audit verify`). A broken chain is still a 200: the check itself worked.
+#[utoipa::path(get, path = "/audit/verify", tag = "audit",
+    summary = "Check the tamper-evidence chain over the whole store now",
+    description = "A broken chain is still a 200 (`intact: false`, `broken` names the first bad event).",
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "The report", body = openapi::VerifyReportBody),
+        (status = 401, description = "Admin token missing or wrong", body = ErrorBody, headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
+        (status = 503, description = "The store is unavailable", body = ErrorBody, headers(("Retry-After" = u32, description = "Seconds"))),
+    ))]
 async fn verify_chain(
     State(state): State<AppState>,
 ) -> Result<Json<audit::VerifyReport>, ApiError> {

@@ -2,8 +2,10 @@
 //! (operators, auditors, probes). Shared here: health probes and the request span.
 
 pub mod assets;
+pub mod docs;
 pub mod error;
 pub mod internal;
+pub mod openapi;
 pub mod public;
 mod strict;
 
@@ -16,9 +18,9 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::Router;
 use tracing::Instrument;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::state::AppState;
 
@@ -109,14 +111,26 @@ pub fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
 }
 
 /// `/healthz` and `/readyz`, on both listeners.
-pub fn probes() -> Router<AppState> {
-    Router::new()
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(readyz))
+pub fn probes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
+}
+
+/// Alive: the process answers.
+#[utoipa::path(get, path = "/healthz", tag = "operations",
+    responses((status = 200, description = "`ok`", content_type = "text/plain", body = String)))]
+async fn healthz() -> &'static str {
+    "ok"
 }
 
 /// Ready once the start-up replay has filled the read models: before that the node
 /// would answer from a partial directory (false 403s), so load balancers must wait.
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses(
+        (status = 200, description = "`ready`: the read models are caught up", content_type = "text/plain", body = String),
+        (status = 503, description = "`replaying events`", content_type = "text/plain", body = String),
+    ))]
 async fn readyz(State(state): State<AppState>) -> Response {
     if state.directory.is_ready() {
         (StatusCode::OK, "ready").into_response()

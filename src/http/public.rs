@@ -17,15 +17,18 @@ use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use axum::Router;
 use bytes::Bytes;
 use chrono::Utc;
 use domain::{KeyStatus, RequestOrigin};
 use projections::ClientKeyView;
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::error::{to_plain_text, ApiError, JsonBody};
+use super::openapi::{self, PublicConfig, Spec};
 use crate::ledger::Spend;
 use crate::metrics::Listener;
 use crate::sessions::{self, Continuation, Identity, Refresh, SessionError};
@@ -43,16 +46,40 @@ const BROWSER_PATHS: [&str; 4] = [
     "/api/v1/widget/auth/refresh",
 ];
 
-pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route(BROWSER_PATHS[0], get(config))
-        .route(BROWSER_PATHS[1], post(guest))
-        .route(BROWSER_PATHS[2], post(exchange))
-        .route(BROWSER_PATHS[3], post(refresh))
-        .route("/api/v1/widget/auth/user-token", post(user_token))
-        .route("/.well-known/jwks.json", get(jwks))
-        .route("/widget/v1/widget.js", get(super::assets::widget_js))
+/// Every public route with its OpenAPI description: the one list the router and
+/// `/openapi.json` are both made of (see [`super::openapi`]).
+fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(<openapi::PublicApi as utoipa::OpenApi>::openapi())
+        .routes(routes!(config))
+        .routes(routes!(guest))
+        .routes(routes!(exchange))
+        .routes(routes!(refresh))
+        .routes(routes!(user_token))
+        .routes(routes!(jwks))
+        .routes(routes!(openapi_json))
+        .routes(routes!(super::assets::widget_js))
         .merge(super::probes())
+}
+
+/// The public listener's OpenAPI document.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    let mut openapi = routes().into_openapi();
+    openapi::add_preflights(&mut openapi, &BROWSER_PATHS);
+    openapi
+}
+
+static SPEC: Spec = Spec::new(|| openapi::to_bytes(&openapi()));
+
+/// This listener's OpenAPI 3.1 document, generated from the code.
+#[utoipa::path(get, path = "/openapi.json", tag = "operations",
+    responses((status = 200, description = "This document (OpenAPI 3.1)", content_type = "application/json", body = Object)))]
+async fn openapi_json() -> Response {
+    SPEC.response()
+}
+
+pub fn router(state: AppState) -> Router {
+    let (router, _) = routes().split_for_parts();
+    router
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
         // One middleware for everything the public edge adds: every layer here is cloned
@@ -243,6 +270,25 @@ fn client_key_param(uri: &Uri) -> Option<Cow<'_, str>> {
 
 /// Takes the whole request to read its URI and headers in place: the `Uri` and
 /// `HeaderMap` extractors would clone both on the busiest endpoint.
+#[utoipa::path(get, path = "/api/v1/widget/config", tag = "widget",
+    summary = "The widget's public config",
+    description = "Served from the read model. The `Origin` header must be in the key's allowlist.",
+    params(
+        ("client_key" = String, Query, description = "The public key, `pk_live_…`"),
+        ("If-None-Match" = Option<String>, Header, description = "An ETag of an earlier answer"),
+    ),
+    responses(
+        (status = 200, description = "The config", body = PublicConfig, headers(
+            ("ETag" = String, description = "The config's version tag"),
+            ("Cache-Control" = String, description = "`no-cache`: revalidate with the ETag"),
+            ("Access-Control-Allow-Origin" = String, description = "The request's Origin"),
+            ("Vary" = String, description = "`Origin`"))),
+        (status = 304, description = "Unchanged since the ETag in `If-None-Match`", headers(
+            ("ETag" = String), ("Access-Control-Allow-Origin" = String), ("Vary" = String))),
+        (status = 400, description = "`missing client_key`", content_type = "text/plain", body = String),
+        (status = 403, description = "Origin absent, `null`, malformed or not allowed; key unknown or disabled (the body says which). No CORS headers.", content_type = "text/plain", body = String),
+        (status = 503, description = "Starting up", content_type = "text/plain", body = String, headers(("Retry-After" = u32, description = "Seconds"))),
+    ))]
 async fn config(State(state): State<AppState>, request: Request) -> Result<Response, ApiError> {
     let (uri, headers) = (request.uri(), request.headers());
     let client_key = client_key_param(uri);
@@ -275,9 +321,10 @@ async fn config(State(state): State<AppState>, request: Request) -> Result<Respo
     Ok(allowed.cors(response))
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct SessionResponse {
     token: String,
+    #[schema(value_type = String, example = "Bearer")]
     token_type: &'static str,
     expires_in: u32,
     refresh_token: String,
@@ -335,11 +382,29 @@ fn token_response(body: &impl Serialize) -> Response {
     response
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 struct GuestRequest {
+    #[schema(required = true)]
     client_key: Option<String>,
 }
 
+#[utoipa::path(post, path = "/api/v1/widget/auth/guest", tag = "widget",
+    summary = "A session for a new guest",
+    description = "The `Origin` header must be in the key's allowlist.",
+    request_body(content = GuestRequest, description = "JSON (also accepted as `text/plain`)"),
+    responses(
+        (status = 200, description = "A session JWT for `/connect` and its refresh token", body = SessionResponse, headers(
+            ("Cache-Control" = String, description = "`no-store`"),
+            ("Access-Control-Allow-Origin" = String, description = "The request's Origin"),
+            ("Vary" = String, description = "`Origin`"))),
+        (status = 400, description = "`missing client_key`, or a body that is not one JSON object of the right types", content_type = "text/plain", body = String),
+        (status = 403, description = "Origin not allowed, key unknown or disabled, or guests switched off", content_type = "text/plain", body = String),
+        (status = 413, description = "Body over 16 KiB", content_type = "text/plain", body = String),
+        (status = 429, description = "`rate limit exceeded` (per key and per key and client IP)", content_type = "text/plain", body = String, headers(
+            ("Retry-After" = u32, description = "Whole seconds, at least 1"),
+            ("Access-Control-Allow-Origin" = String), ("Vary" = String))),
+        (status = 503, description = "Starting up", content_type = "text/plain", body = String, headers(("Retry-After" = u32, description = "Seconds"))),
+    ))]
 async fn guest(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -369,20 +434,39 @@ impl FromRequestParts<AppState> for SecretKeyAuth {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 struct UserTokenRequest {
+    #[schema(required = true)]
     client_key: Option<String>,
+    #[schema(required = true)]
     user_id: Option<String>,
     name: Option<String>,
     email: Option<String>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct VisitorTokenResponse {
     visitor_token: String,
     expires_in: u32,
 }
 
+#[utoipa::path(post, path = "/api/v1/widget/auth/user-token", tag = "backend",
+    summary = "A visitor token for one of the customer's users (server to server)",
+    description = "Authenticated with the key's secret key. No Origin check, no CORS headers.",
+    security(("secret_key" = [])),
+    request_body(content = UserTokenRequest),
+    responses(
+        (status = 200, description = "A short-lived JWT bound to `user_id`, for the widget to exchange", body = VisitorTokenResponse, headers(
+            ("Cache-Control" = String, description = "`no-store`"))),
+        (status = 400, description = "`missing client_key or user_id`, or a malformed body", content_type = "text/plain", body = String),
+        (status = 401, description = "Secret key missing, unknown, revoked, past its grace period, or of another client key", content_type = "text/plain", body = String, headers(
+            ("WWW-Authenticate" = String, description = "`Bearer`"))),
+        (status = 403, description = "`client key disabled`", content_type = "text/plain", body = String),
+        (status = 413, description = "Body over 16 KiB", content_type = "text/plain", body = String),
+        (status = 429, description = "`rate limit exceeded` (per key)", content_type = "text/plain", body = String, headers(
+            ("Retry-After" = u32, description = "Whole seconds, at least 1"))),
+        (status = 503, description = "Starting up", content_type = "text/plain", body = String, headers(("Retry-After" = u32, description = "Seconds"))),
+    ))]
 async fn user_token(
     State(state): State<AppState>,
     SecretKeyAuth(view): SecretKeyAuth,
@@ -426,11 +510,27 @@ fn verify_presented(
     )?)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 struct ExchangeRequest {
+    /// The visitor token from the customer's backend.
+    #[schema(required = true)]
     token: Option<String>,
 }
 
+#[utoipa::path(post, path = "/api/v1/widget/auth/exchange", tag = "widget",
+    summary = "Exchange a visitor token for a session (once)",
+    description = "The `Origin` header must be in the token's client key's allowlist.",
+    request_body(content = ExchangeRequest, description = "JSON (also accepted as `text/plain`)"),
+    responses(
+        (status = 200, description = "A session for the identity in the visitor token", body = SessionResponse, headers(
+            ("Cache-Control" = String, description = "`no-store`"),
+            ("Access-Control-Allow-Origin" = String, description = "The request's Origin"),
+            ("Vary" = String, description = "`Origin`"))),
+        (status = 400, description = "Token missing, malformed, badly signed, expired, of another kind, already exchanged, or its key disabled or its sessions revoked", content_type = "text/plain", body = String),
+        (status = 403, description = "Origin not in the key's current allowlist", content_type = "text/plain", body = String),
+        (status = 413, description = "Body over 16 KiB", content_type = "text/plain", body = String),
+        (status = 503, description = "Starting up, or the store is down (a single-use rule cannot be checked)", content_type = "text/plain", body = String, headers(("Retry-After" = u32, description = "Seconds"))),
+    ))]
 async fn exchange(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -458,11 +558,26 @@ async fn exchange(
     session_response(&state, &allowed, &identity, None, Some(visitor_id))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 struct RefreshRequest {
+    #[schema(required = true)]
     refresh_token: Option<String>,
 }
 
+#[utoipa::path(post, path = "/api/v1/widget/auth/refresh", tag = "widget",
+    summary = "Rotate a refresh token: a new session and the family's next refresh token",
+    description = "Presenting a spent refresh token again (outside a 10 s retry grace) revokes its whole family.",
+    request_body(content = RefreshRequest, description = "JSON (also accepted as `text/plain`)"),
+    responses(
+        (status = 200, description = "A new session and the rotated refresh token (no `visitor_id`)", body = SessionResponse, headers(
+            ("Cache-Control" = String, description = "`no-store`"),
+            ("Access-Control-Allow-Origin" = String, description = "The request's Origin"),
+            ("Vary" = String, description = "`Origin`"))),
+        (status = 400, description = "Token missing, malformed, badly signed, expired, of another kind or revoked; guests switched off for a guest family", content_type = "text/plain", body = String),
+        (status = 403, description = "Origin absent, not allowed, or not the one the token was minted for", content_type = "text/plain", body = String),
+        (status = 413, description = "Body over 16 KiB", content_type = "text/plain", body = String),
+        (status = 503, description = "Starting up, or the store is down", content_type = "text/plain", body = String, headers(("Retry-After" = u32, description = "Seconds"))),
+    ))]
 async fn refresh(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -551,6 +666,10 @@ async fn refresh(
     session_response(&state, &allowed, &identity, Some(&continuing), None)
 }
 
+#[utoipa::path(get, path = "/.well-known/jwks.json", tag = "tokens",
+    summary = "The public keys that verify our tokens (RFC 7517)",
+    responses((status = 200, description = "Every key that may have signed a live token, and the next one", content_type = "application/json", body = Object, headers(
+        ("Cache-Control" = String, description = "`public, max-age=300`")))))]
 async fn jwks(State(state): State<AppState>) -> Response {
     let body: Bytes = state.tokens.jwks_json();
     (
