@@ -4,6 +4,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::limits::RateLimits;
+
 pub const VISITOR_TTL_BOUNDS: (u32, u32) = (10, 600);
 pub const SESSION_TTL_BOUNDS: (u32, u32) = (60, 86_400);
 pub const REFRESH_TTL_BOUNDS: (u32, u32) = (3_600, 7_776_000);
@@ -24,6 +26,8 @@ pub struct TokenPolicy {
     session_ttl_seconds: u32,
     refresh_ttl_seconds: u32,
     guests_allowed: bool,
+    /// Abuse limits; a policy recorded before they existed gets the defaults.
+    limits: RateLimits,
 }
 
 impl Default for TokenPolicy {
@@ -34,6 +38,7 @@ impl Default for TokenPolicy {
             session_ttl_seconds: 15 * 60,
             refresh_ttl_seconds: 7 * 24 * 3600,
             guests_allowed: true,
+            limits: RateLimits::default(),
         }
     }
 }
@@ -65,7 +70,17 @@ impl TokenPolicy {
             session_ttl_seconds,
             refresh_ttl_seconds,
             guests_allowed,
+            limits: RateLimits::default(),
         })
+    }
+
+    /// This policy with other abuse limits (the limits are checked by [`RateLimits`]).
+    pub fn with_limits(self, limits: RateLimits) -> Self {
+        Self { limits, ..self }
+    }
+
+    pub fn limits(&self) -> &RateLimits {
+        &self.limits
     }
 
     pub fn visitor_token_ttl_seconds(&self) -> u32 {
@@ -98,6 +113,7 @@ struct RawPolicy {
     session_ttl_seconds: Option<u32>,
     refresh_ttl_seconds: Option<u32>,
     guests_allowed: Option<bool>,
+    limits: Option<RateLimits>,
 }
 
 impl TryFrom<RawPolicy> for TokenPolicy {
@@ -113,6 +129,7 @@ impl TryFrom<RawPolicy> for TokenPolicy {
                 .unwrap_or(default.refresh_ttl_seconds),
             raw.guests_allowed.unwrap_or(default.guests_allowed),
         )
+        .map(|policy| policy.with_limits(raw.limits.unwrap_or_default()))
     }
 }
 
@@ -176,5 +193,30 @@ mod tests {
         );
         let err = serde_json::from_str::<TokenPolicy>(r#"{"ttl": 5}"#).unwrap_err();
         assert!(err.to_string().contains("unknown field `ttl`"), "{err}");
+    }
+
+    #[test]
+    fn a_policy_recorded_before_limits_existed_loads_with_the_default_limits() {
+        let policy: TokenPolicy = serde_json::from_str(
+            r#"{"visitor_token_ttl_seconds": 60, "session_ttl_seconds": 900, "refresh_ttl_seconds": 604800, "guests_allowed": true}"#,
+        )
+        .expect("an old event's policy still loads");
+        assert_eq!(policy.limits(), &RateLimits::default());
+    }
+
+    #[test]
+    fn limits_in_a_policy_are_checked_and_shown_with_defaults_filled_in() {
+        let policy: TokenPolicy =
+            serde_json::from_str(r#"{"limits": {"guest_per_ip_per_minute": 2}}"#).expect("valid");
+        assert_eq!(policy.limits().guest_per_ip_per_minute(), 2);
+        let shown = serde_json::to_value(policy).expect("serializes");
+        assert_eq!(
+            shown["limits"],
+            serde_json::json!({"guest_per_ip_per_minute": 2, "guest_per_key_per_minute": 6000, "user_token_per_key_per_minute": 6000})
+        );
+        let round_trip: TokenPolicy = serde_json::from_value(shown).expect("reads back");
+        assert_eq!(round_trip, policy);
+        let err = serde_json::from_str::<TokenPolicy>(r#"{"limits": {"burst": 3}}"#).unwrap_err();
+        assert!(err.to_string().contains("unknown field `burst`"), "{err}");
     }
 }
