@@ -18,6 +18,7 @@ use tokio::task::JoinHandle;
 
 use crate::commands::CommandService;
 use crate::config::{AdminCredential, Settings, SIGNING_KEY_FILE};
+use crate::limits::RateLimiter;
 use crate::state::{App, AppState};
 use crate::store::Store;
 use crate::tokens::SigningKeys;
@@ -88,6 +89,7 @@ pub async fn start(settings: Settings, clock: Arc<dyn Clock>) -> anyhow::Result<
         settings: Arc::new(settings.clone()),
         tokens,
         metrics: Arc::default(),
+        limiter: Arc::new(RateLimiter::new(settings.rate_limits)),
     });
 
     let public = TcpListener::bind(settings.public_addr)
@@ -114,7 +116,9 @@ pub async fn start(settings: Settings, clock: Arc<dyn Clock>) -> anyhow::Result<
             let graceful = async move {
                 let _ = stop.wait_for(|stopped| *stopped).await;
             };
-            if let Err(err) = axum::serve(listener, router)
+            // With the peer's address as `ConnectInfo`: the abuse limits key on it.
+            let service = router.into_make_service_with_connect_info::<SocketAddr>();
+            if let Err(err) = axum::serve(listener, service)
                 .with_graceful_shutdown(graceful)
                 .await
             {

@@ -13,6 +13,7 @@ pub mod config;
 pub mod feed;
 pub mod http;
 pub mod ledger;
+pub mod limits;
 pub mod metrics;
 pub mod sessions;
 pub mod state;
