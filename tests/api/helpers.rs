@@ -220,9 +220,22 @@ impl TestApp {
         Self::spawn_on_with_clock(store, Arc::new(TestClock::system())).await
     }
 
+    /// A server whose settings `adjust` changes first (trusted proxies, limits off).
+    pub async fn spawn_with_settings(kind: StoreKind, adjust: impl FnOnce(&mut Settings)) -> Self {
+        let store = TestStore::new(kind).await;
+        let mut settings = store.settings();
+        adjust(&mut settings);
+        Self::start(store, settings, Arc::new(TestClock::system())).await
+    }
+
     async fn spawn_on_with_clock(store: TestStore, clock: Arc<TestClock>) -> Self {
+        let settings = store.settings();
+        Self::start(store, settings, clock).await
+    }
+
+    async fn start(store: TestStore, settings: Settings, clock: Arc<TestClock>) -> Self {
         init_logs();
-        let app = widget_auth::app::start(store.settings(), clock)
+        let app = widget_auth::app::start(settings, clock)
             .await
             .expect("server starts");
         assert!(

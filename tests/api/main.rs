@@ -8,5 +8,6 @@ mod helpers;
 mod admin;
 mod audit;
 mod group_commit;
+mod limits;
 mod process;
 mod public;
