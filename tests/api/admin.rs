@@ -49,7 +49,8 @@ async fn creating_a_key_returns_its_keys_once_and_serves_a_neutral_default(store
         key["token_policy"],
         json!({
             "visitor_token_ttl_seconds": 60, "session_ttl_seconds": 900,
-            "refresh_ttl_seconds": 604800, "guests_allowed": true
+            "refresh_ttl_seconds": 604800, "guests_allowed": true,
+            "limits": {"guest_per_ip_per_minute": 30, "guest_per_key_per_minute": 6000, "user_token_per_key_per_minute": 6000}
         })
     );
     assert_eq!(key["status"], "active");
@@ -255,7 +256,10 @@ async fn token_policies_outside_their_bounds_are_refused(store: StoreKind) {
     )
     .await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(app.key(&id).await["token_policy"], policy);
+    // Shown whole: the limits it left out are the defaults.
+    let mut effective = policy;
+    effective["limits"] = json!({"guest_per_ip_per_minute": 30, "guest_per_key_per_minute": 6000, "user_token_per_key_per_minute": 6000});
+    assert_eq!(app.key(&id).await["token_policy"], effective);
     let created = app
         .admin_post(
             "/internal/v1/client-keys",
