@@ -46,10 +46,10 @@ const BROWSER_PATHS: [&str; 4] = [
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route(BROWSER_PATHS[0], get(config))
-        .route(GUEST_ROUTE, post(guest))
+        .route(BROWSER_PATHS[1], post(guest))
         .route(BROWSER_PATHS[2], post(exchange))
         .route(BROWSER_PATHS[3], post(refresh))
-        .route(USER_TOKEN_ROUTE, post(user_token))
+        .route("/api/v1/widget/auth/user-token", post(user_token))
         .route("/.well-known/jwks.json", get(jwks))
         .merge(super::probes())
         .fallback(|| async { ApiError::not_found("no such endpoint") })
@@ -354,7 +354,8 @@ impl FromRequestParts<AppState> for ClientIp {
     }
 }
 
-const GUEST_ROUTE: &str = "/api/v1/widget/auth/guest";
+/// Route labels of `widget_auth_rate_limited_total`.
+const GUEST_ROUTE: &str = BROWSER_PATHS[1];
 const USER_TOKEN_ROUTE: &str = "/api/v1/widget/auth/user-token";
 
 #[derive(Deserialize)]
