@@ -89,6 +89,9 @@ enum Sub {
         /// Connections trickling a request head one byte a second.
         #[arg(long, default_value_t = 50)]
         slow_clients: usize,
+        /// Soak this widget-auth binary instead of building target/release/widget-auth.
+        #[arg(long)]
+        binary: Option<PathBuf>,
     },
 }
 
@@ -108,22 +111,30 @@ fn main() -> anyhow::Result<()> {
         keys,
         workers,
         slow_clients,
+        binary,
     }) = &args.command
     {
+        let root = workspace_root();
+        let binary = match binary {
+            Some(path) => path.clone(),
+            None => {
+                build_server(&root)?;
+                root.join("target/release/widget-auth")
+            }
+        };
         let plan = soak::SoakPlan {
             minutes: *minutes,
             postgres: store == "postgres",
             keys: *keys,
             workers: *workers,
             slow_clients: *slow_clients,
+            binary,
         };
-        let root = workspace_root();
-        build_server(&root)?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()?;
-        let report = runtime.block_on(soak::run(&plan, &root))?;
+        let report = runtime.block_on(soak::run(&plan))?;
         let out = args
             .out
             .clone()

@@ -33,6 +33,8 @@ pub struct SoakPlan {
     pub keys: usize,
     pub workers: usize,
     pub slow_clients: usize,
+    /// The widget-auth binary to run.
+    pub binary: std::path::PathBuf,
 }
 
 /// Latencies and answers of one endpoint.
@@ -121,14 +123,14 @@ struct Node {
 }
 
 fn start_node(
-    root: &Path,
+    binary: &Path,
     work: &Path,
     database_url: Option<&str>,
     pem: &Path,
 ) -> anyhow::Result<Node> {
     let (public, internal) = (free_port(), free_port());
     let admin_token = format!("soak-{}", uuid::Uuid::new_v4().simple());
-    let mut command = Command::new(root.join("target/release/widget-auth"));
+    let mut command = Command::new(binary);
     command
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -345,7 +347,7 @@ async fn rate_limited_total(client: &reqwest::Client, internal: &str) -> u64 {
 }
 
 /// Runs the soak and returns its report (Markdown).
-pub async fn run(plan: &SoakPlan, root: &Path) -> anyhow::Result<String> {
+pub async fn run(plan: &SoakPlan) -> anyhow::Result<String> {
     let work = std::env::temp_dir().join(format!("widget-auth-soak-{}", std::process::id()));
     std::fs::create_dir_all(&work)?;
     let pem = work.join("signing.pem");
@@ -356,7 +358,7 @@ pub async fn run(plan: &SoakPlan, root: &Path) -> anyhow::Result<String> {
     } else {
         None
     };
-    let result = soak(plan, root, &work, database_url.as_deref(), &pem).await;
+    let result = soak(plan, &work, database_url.as_deref(), &pem).await;
     if plan.postgres {
         seed::drop_database(&database).await;
     }
@@ -366,12 +368,11 @@ pub async fn run(plan: &SoakPlan, root: &Path) -> anyhow::Result<String> {
 
 async fn soak(
     plan: &SoakPlan,
-    root: &Path,
     work: &Path,
     database_url: Option<&str>,
     pem: &Path,
 ) -> anyhow::Result<String> {
-    let node = start_node(root, work, database_url, pem)?;
+    let node = start_node(&plan.binary, work, database_url, pem)?;
     wait_ok(
         &format!("{}/readyz", node.internal),
         Duration::from_secs(60),
