@@ -18,6 +18,7 @@ use tokio::task::JoinHandle;
 
 use crate::commands::CommandService;
 use crate::config::{AdminCredential, Settings, SIGNING_KEY_FILE};
+use crate::limits::RateLimiter;
 use crate::state::{App, AppState};
 use crate::store::Store;
 use crate::tokens::SigningKeys;
@@ -89,6 +90,7 @@ pub async fn start(settings: Settings, clock: Arc<dyn Clock>) -> anyhow::Result<
         settings: Arc::new(settings.clone()),
         tokens,
         metrics: Arc::default(),
+        limiter: Arc::new(RateLimiter::new(settings.rate_limits)),
     });
 
     let public = TcpListener::bind(settings.public_addr)

@@ -10,6 +10,8 @@ use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use crate::limits::TrustedProxies;
+
 #[derive(Debug, thiserror::Error)]
 #[error("{variable}: {problem}")]
 pub struct ConfigError {
@@ -31,6 +33,8 @@ pub struct Settings {
     pub database_url: Option<SecretString>,
     /// `WIDGET_AUTH_RATE_LIMITS=off` turns the abuse limits off.
     pub rate_limits: bool,
+    /// `WIDGET_AUTH_TRUSTED_PROXIES`: peers whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: TrustedProxies,
     /// Most PostgreSQL connections this node opens (`WIDGET_AUTH_DB_MAX_CONNECTIONS`).
     pub db_max_connections: u32,
     /// `iss` of every token we mint and the only issuer we accept (`WIDGET_AUTH_ISSUER`).
@@ -139,6 +143,13 @@ impl Settings {
             signing_key_file: get("WIDGET_AUTH_SIGNING_KEY_FILE").map(PathBuf::from),
             database_url: get("DATABASE_URL").map(SecretString::from),
             rate_limits,
+            trusted_proxies: match get("WIDGET_AUTH_TRUSTED_PROXIES") {
+                None => TrustedProxies::default(),
+                Some(value) => TrustedProxies::parse(&value).map_err(|problem| ConfigError {
+                    variable: "WIDGET_AUTH_TRUSTED_PROXIES",
+                    problem: format!("must be comma-separated IP addresses or CIDRs: {problem}"),
+                })?,
+            },
             db_max_connections: match get("WIDGET_AUTH_DB_MAX_CONNECTIONS") {
                 None => crate::store::DEFAULT_PG_CONNECTIONS,
                 Some(value) => value
@@ -331,6 +342,20 @@ mod tests {
                 .rate_limits
         );
         assert!(settings(&[("WIDGET_AUTH_RATE_LIMITS", "maybe")]).is_err());
+    }
+
+    #[test]
+    fn trusted_proxies_are_ips_or_cidrs_and_a_bad_entry_names_the_variable() {
+        assert!(settings(&[]).expect("valid").trusted_proxies.is_empty());
+        let s =
+            settings(&[("WIDGET_AUTH_TRUSTED_PROXIES", "172.16.0.0/12, 10.0.0.5")]).expect("valid");
+        assert_eq!(
+            s.trusted_proxies,
+            TrustedProxies::parse("172.16.0.0/12,10.0.0.5").expect("valid")
+        );
+        let err = settings(&[("WIDGET_AUTH_TRUSTED_PROXIES", "10.0.0.0/8,balancer")]).unwrap_err();
+        assert_eq!(err.variable, "WIDGET_AUTH_TRUSTED_PROXIES");
+        assert!(err.to_string().contains("`balancer`"), "{err}");
     }
 
     #[test]

@@ -14,6 +14,7 @@ pub mod connections;
 pub mod feed;
 pub mod http;
 pub mod ledger;
+pub mod limits;
 pub mod metrics;
 pub mod sessions;
 pub mod state;

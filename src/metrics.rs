@@ -62,6 +62,12 @@ pub enum Listener {
     Internal = 1,
 }
 
+/// The routes that answer 429 (API.md "Abuse limits"), as `route` label values.
+const RATE_LIMITED_ROUTES: [&str; 2] = [
+    "/api/v1/widget/auth/guest",
+    "/api/v1/widget/auth/user-token",
+];
+
 #[derive(Debug, Default)]
 pub struct Metrics {
     /// `[listener][status class 1xx..5xx]`.
@@ -69,6 +75,8 @@ pub struct Metrics {
     tokens_minted: [AtomicU64; 3],
     commands_committed: AtomicU64,
     refresh_reuse_detections: AtomicU64,
+    /// Requests refused with 429, by [`RATE_LIMITED_ROUTES`] (and any other route last).
+    rate_limited: [AtomicU64; RATE_LIMITED_ROUTES.len() + 1],
 }
 
 impl Metrics {
@@ -90,6 +98,15 @@ impl Metrics {
 
     pub fn command_committed(&self) {
         self.commands_committed.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts one request on `route` refused by the abuse limits.
+    pub fn rate_limited(&self, route: &'static str) {
+        let index = RATE_LIMITED_ROUTES
+            .iter()
+            .position(|r| *r == route)
+            .unwrap_or(RATE_LIMITED_ROUTES.len());
+        self.rate_limited[index].fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn response(&self, listener: Listener, status: u16) {
@@ -124,6 +141,18 @@ impl Metrics {
             let _ = writeln!(
                 out,
                 "widget_auth_tokens_minted_total{{kind=\"{kind}\"}} {}",
+                counter.load(Ordering::Relaxed)
+            );
+        }
+        let _ = writeln!(out, "# HELP widget_auth_rate_limited_total Requests refused with 429 by the abuse limits, by route.\n# TYPE widget_auth_rate_limited_total counter");
+        for (route, counter) in RATE_LIMITED_ROUTES
+            .iter()
+            .chain(&["other"])
+            .zip(&self.rate_limited)
+        {
+            let _ = writeln!(
+                out,
+                "widget_auth_rate_limited_total{{route=\"{route}\"}} {}",
                 counter.load(Ordering::Relaxed)
             );
         }

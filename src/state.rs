@@ -7,6 +7,7 @@ use projections::Directory;
 
 use crate::commands::CommandService;
 use crate::config::{AdminCredential, Settings};
+use crate::limits::RateLimiter;
 use crate::metrics::Metrics;
 use crate::store::Store;
 use crate::tokens::SigningKeys;
@@ -39,4 +40,6 @@ pub struct App {
     pub settings: Arc<Settings>,
     pub tokens: Arc<SigningKeys>,
     pub metrics: Arc<Metrics>,
+    /// Abuse limits on token minting (per node, in memory).
+    pub limiter: Arc<RateLimiter>,
 }

@@ -12,6 +12,7 @@
 mod baseline;
 mod scenarios;
 mod seed;
+mod soak;
 mod wrk;
 
 use std::path::PathBuf;
@@ -69,6 +70,29 @@ enum Sub {
         #[arg(long)]
         pem: PathBuf,
     },
+    /// A bounded mixed load on one node on 127.0.0.1 for some minutes, limits on:
+    /// reports unexpected answers, p99 per endpoint and resident memory at start and end
+    /// (to target/SOAK.<store>.md unless --out).
+    Soak {
+        /// How long to run.
+        #[arg(long, default_value_t = 10.0)]
+        minutes: f64,
+        /// `sqlite` (embedded) or `postgres` (the local server).
+        #[arg(long, default_value = "sqlite", value_parser = ["sqlite", "postgres"])]
+        store: String,
+        /// Client keys seeded through the admin API.
+        #[arg(long, default_value_t = 200)]
+        keys: usize,
+        /// Concurrent visitor journeys (the load's bound).
+        #[arg(long, default_value_t = 16)]
+        workers: usize,
+        /// Connections trickling a request head one byte a second.
+        #[arg(long, default_value_t = 50)]
+        slow_clients: usize,
+        /// Soak this widget-auth binary instead of building target/release/widget-auth.
+        #[arg(long)]
+        binary: Option<PathBuf>,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -80,6 +104,44 @@ fn main() -> anyhow::Result<()> {
             .enable_all()
             .build()?;
         return runtime.block_on(baseline::serve(addr, &keys, &pem));
+    }
+    if let Some(Sub::Soak {
+        minutes,
+        store,
+        keys,
+        workers,
+        slow_clients,
+        binary,
+    }) = &args.command
+    {
+        let root = workspace_root();
+        let binary = match binary {
+            Some(path) => path.clone(),
+            None => {
+                build_server(&root)?;
+                root.join("target/release/widget-auth")
+            }
+        };
+        let plan = soak::SoakPlan {
+            minutes: *minutes,
+            postgres: store == "postgres",
+            keys: *keys,
+            workers: *workers,
+            slow_clients: *slow_clients,
+            binary,
+        };
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?;
+        let report = runtime.block_on(soak::run(&plan))?;
+        let out = args
+            .out
+            .clone()
+            .unwrap_or_else(|| root.join(format!("target/SOAK.{store}.md")));
+        std::fs::write(&out, &report).with_context(|| format!("writing {}", out.display()))?;
+        eprintln!("{report}\nwrote {}", out.display());
+        return Ok(());
     }
     if args.smoke {
         args.keys = args.keys.min(200);

@@ -32,6 +32,20 @@ fn start_ours(
     pem: &Path,
     log: &str,
 ) -> anyhow::Result<Ours> {
+    start_ours_with(root, work, database_url, pem, log, &[])
+}
+
+/// widget-auth as [`start_ours`] starts it, with `env` set on top (the abuse limits on,
+/// for the scenario that measures them; every other scenario runs with them off, since a
+/// load from one IP is exactly what they refuse).
+fn start_ours_with(
+    root: &Path,
+    work: &Path,
+    database_url: &str,
+    pem: &Path,
+    log: &str,
+    env: &[(&str, &str)],
+) -> anyhow::Result<Ours> {
     let (public, internal) = (free_port(), free_port());
     let admin_token = format!("bench-{}", uuid::Uuid::new_v4().simple());
     let child = Command::new("taskset")
@@ -49,6 +63,7 @@ fn start_ours(
         .env("WIDGET_AUTH_DB_MAX_CONNECTIONS", "30")
         .env("WIDGET_AUTH_LOG_FORMAT", "json")
         .env("RUST_LOG", log)
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -125,6 +140,28 @@ fn guest_line(key: &SeededKey) -> String {
         key.origin, key.public_key
     )
 }
+
+/// A guest mint relayed by a proxy on 127.0.0.1 for client number `i` (an address in
+/// 10.0.0.0/8): the limited server trusts the proxy, so each line is a visitor of its
+/// own, as behind a real balancer.
+fn forwarded_guest_line(key: &SeededKey, i: usize) -> String {
+    format!(
+        "POST\t/api/v1/widget/auth/guest\tOrigin:{}|X-Forwarded-For:10.{}.{}.{}\t{{\"client_key\":\"{}\"}}",
+        key.origin,
+        (i >> 16) & 0xff,
+        (i >> 8) & 0xff,
+        i & 0xff,
+        key.public_key
+    )
+}
+
+/// Each key from 8 visitors: a (key, IP) pair comes round every 8 passes over the keys,
+/// well inside the default 30 per minute per IP, so the limits-on side answers 200 to
+/// everything and the comparison measures the limiter's cost, not cheaper 429s.
+const VISITORS_PER_KEY: usize = 8;
+
+/// The scenario comparing widget-auth with itself: abuse limits on against off.
+const LIMITS_SCENARIO: &str = "guest, limits on vs off";
 
 /// Medians and latencies of one side of a comparison.
 #[derive(Debug, Default, Clone)]
@@ -361,6 +398,31 @@ pub async fn run_all(plan: &Plan, root: &Path) -> anyhow::Result<String> {
         .map(|k| config_line(k, &format!("|If-None-Match:\"{}.1\"", k.id)))
         .collect();
     let guests: Vec<String> = keys.iter().map(guest_line).collect();
+    let forwarded_guests: Vec<String> = (0..keys.len() * VISITORS_PER_KEY)
+        .map(|i| forwarded_guest_line(&keys[i % keys.len()], i))
+        .collect();
+    // The limits-on twin of `ours`, on the same database (it replays the seeded keys).
+    let limited = if plan.runs(LIMITS_SCENARIO) {
+        let limited = start_ours_with(
+            root,
+            &work.join("limited"),
+            &database_url,
+            &pem,
+            "warn",
+            &[
+                ("WIDGET_AUTH_RATE_LIMITS", "on"),
+                ("WIDGET_AUTH_TRUSTED_PROXIES", "127.0.0.1"),
+            ],
+        )?;
+        wait_ok(
+            &format!("{}/readyz", limited.internal),
+            Duration::from_secs(60),
+        )
+        .await?;
+        Some(limited)
+    } else {
+        None
+    };
     let user_tokens: Vec<String> = keys
         .iter()
         .enumerate()
@@ -406,6 +468,14 @@ pub async fn run_all(plan: &Plan, root: &Path) -> anyhow::Result<String> {
             base_script: base_guest.clone(),
             ours_script: base_guest.clone(),
             target: Some((0.90, None)),
+            expect_errors: false,
+        },
+        Scenario {
+            name: LIMITS_SCENARIO,
+            yardstick: "widget-auth, limits off",
+            base_script: request_file(&work, "guest-forwarded", &forwarded_guests)?,
+            ours_script: request_file(&work, "guest-forwarded", &forwarded_guests)?,
+            target: Some((0.97, None)),
             expect_errors: false,
         },
         Scenario {
@@ -476,10 +546,15 @@ pub async fn run_all(plan: &Plan, root: &Path) -> anyhow::Result<String> {
                 [true, false]
             };
             for is_ours in sides {
-                let (url, script) = if is_ours {
-                    (&ours.server.base, &scenario.ours_script)
-                } else {
-                    (&baseline.base, &scenario.base_script)
+                let (url, script) = match (is_ours, &limited) {
+                    (true, Some(limited)) if scenario.name == LIMITS_SCENARIO => {
+                        (&limited.server.base, &scenario.ours_script)
+                    }
+                    (false, _) if scenario.name == LIMITS_SCENARIO => {
+                        (&ours.server.base, &scenario.base_script)
+                    }
+                    (true, _) => (&ours.server.base, &scenario.ours_script),
+                    (false, _) => (&baseline.base, &scenario.base_script),
                 };
                 eprintln!(
                     "round {round}: {} on {}",
@@ -568,6 +643,7 @@ pub async fn run_all(plan: &Plan, root: &Path) -> anyhow::Result<String> {
         }
     }
     let ours_rss_loaded = rss_kib(ours.server.child.id()).unwrap_or_default();
+    drop(limited);
     drop(ours);
     drop(baseline);
     seed::drop_database(&database).await;
@@ -807,7 +883,7 @@ fn render(
     let _ = writeln!(out, "Reproduce with `cargo run --release -p bench` (about ten minutes; needs the local PostgreSQL; installs `wrk` from Debian's packages if missing).\n");
     let _ = writeln!(
         out,
-        "Run of {} at commit `{commit}` on {} cores ({cpu}). Each server pinned to core {SERVER_CORE} (only one under load at a time), wrk (1 thread, {} connections) pinned to core {LOAD_CORE}, PostgreSQL 15 unpinned. {} rounds of {} s per side, baseline and widget-auth alternating (order flipped every round); medians reported. widget-auth runs on PostgreSQL with `WIDGET_AUTH_RATE_LIMITS=off`; it and pgbench connect to PostgreSQL without TLS (`sslmode=disable`). {} client keys seeded through the admin API ({:.1} s).{}\n",
+        "Run of {} at commit `{commit}` on {} cores ({cpu}). Each server pinned to core {SERVER_CORE} (only one under load at a time), wrk (1 thread, {} connections) pinned to core {LOAD_CORE}, PostgreSQL 15 unpinned. {} rounds of {} s per side, baseline and widget-auth alternating (order flipped every round); medians reported. widget-auth runs on PostgreSQL with `WIDGET_AUTH_RATE_LIMITS=off`, except the limits-on side of `{LIMITS_SCENARIO}` (`WIDGET_AUTH_RATE_LIMITS=on`, `WIDGET_AUTH_TRUSTED_PROXIES=127.0.0.1`, each request from its own `X-Forwarded-For` address; both sides are widget-auth on the same database); it and pgbench connect to PostgreSQL without TLS (`sslmode=disable`). {} client keys seeded through the admin API ({:.1} s).{}\n",
         chrono::Utc::now().format("%Y-%m-%d %H:%M UTC"),
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
         plan.connections,

@@ -12,6 +12,7 @@ pub mod config;
 pub mod errors;
 pub mod events;
 pub mod keys;
+pub mod limits;
 pub mod origin;
 pub mod policy;
 pub mod profile;
@@ -26,6 +27,7 @@ pub use events::ClientKeyEvent;
 pub use keys::{
     ClientKeyId, KeyFormatError, PublicKey, SecretKey, SecretKeyFingerprint, SecretKeyHash,
 };
+pub use limits::{LimitsError, RateLimits};
 pub use origin::{AllowList, OriginError, OriginPattern, RequestOrigin};
 pub use policy::TokenPolicy;
 pub use profile::{Email, ProfileError, ProfileText, UserId};

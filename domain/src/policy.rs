@@ -4,6 +4,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::limits::RateLimits;
+
 pub const VISITOR_TTL_BOUNDS: (u32, u32) = (10, 600);
 pub const SESSION_TTL_BOUNDS: (u32, u32) = (60, 86_400);
 pub const REFRESH_TTL_BOUNDS: (u32, u32) = (3_600, 7_776_000);
@@ -31,6 +33,8 @@ pub struct TokenPolicy {
     /// How long a refresh family may live from its first token, however often rotated.
     refresh_absolute_ttl_seconds: u32,
     guests_allowed: bool,
+    /// Abuse limits; a policy recorded before they existed gets the defaults.
+    limits: RateLimits,
 }
 
 impl Default for TokenPolicy {
@@ -42,6 +46,7 @@ impl Default for TokenPolicy {
             refresh_ttl_seconds: 7 * 24 * 3600,
             refresh_absolute_ttl_seconds: DEFAULT_REFRESH_ABSOLUTE_TTL_SECONDS,
             guests_allowed: true,
+            limits: RateLimits::default(),
         }
     }
 }
@@ -78,6 +83,7 @@ impl TokenPolicy {
             refresh_absolute_ttl_seconds: DEFAULT_REFRESH_ABSOLUTE_TTL_SECONDS
                 .max(refresh_ttl_seconds),
             guests_allowed,
+            limits: RateLimits::default(),
         })
     }
 
@@ -95,6 +101,15 @@ impl TokenPolicy {
             refresh_absolute_ttl_seconds: seconds,
             ..self
         })
+    }
+
+    /// This policy with other abuse limits (the limits are checked by [`RateLimits`]).
+    pub fn with_limits(self, limits: RateLimits) -> Self {
+        Self { limits, ..self }
+    }
+
+    pub fn limits(&self) -> &RateLimits {
+        &self.limits
     }
 
     pub fn visitor_token_ttl_seconds(&self) -> u32 {
@@ -133,6 +148,7 @@ pub(crate) struct RawPolicy {
     /// Absent in policies recorded before it existed: those load with the default.
     refresh_absolute_ttl_seconds: Option<u32>,
     guests_allowed: Option<bool>,
+    limits: Option<RateLimits>,
 }
 
 impl TryFrom<RawPolicy> for TokenPolicy {
@@ -147,7 +163,8 @@ impl TryFrom<RawPolicy> for TokenPolicy {
             raw.refresh_ttl_seconds
                 .unwrap_or(default.refresh_ttl_seconds),
             raw.guests_allowed.unwrap_or(default.guests_allowed),
-        )?;
+        )?
+        .with_limits(raw.limits.unwrap_or_default());
         match raw.refresh_absolute_ttl_seconds {
             Some(seconds) => policy.with_refresh_absolute_ttl(seconds),
             None => Ok(policy),
@@ -267,5 +284,30 @@ mod tests {
         );
         let err = serde_json::from_str::<TokenPolicy>(r#"{"ttl": 5}"#).unwrap_err();
         assert!(err.to_string().contains("unknown field `ttl`"), "{err}");
+    }
+
+    #[test]
+    fn a_policy_recorded_before_limits_existed_loads_with_the_default_limits() {
+        let policy: TokenPolicy = serde_json::from_str(
+            r#"{"visitor_token_ttl_seconds": 60, "session_ttl_seconds": 900, "refresh_ttl_seconds": 604800, "guests_allowed": true}"#,
+        )
+        .expect("an old event's policy still loads");
+        assert_eq!(policy.limits(), &RateLimits::default());
+    }
+
+    #[test]
+    fn limits_in_a_policy_are_checked_and_shown_with_defaults_filled_in() {
+        let policy: TokenPolicy =
+            serde_json::from_str(r#"{"limits": {"guest_per_ip_per_minute": 2}}"#).expect("valid");
+        assert_eq!(policy.limits().guest_per_ip_per_minute(), 2);
+        let shown = serde_json::to_value(policy).expect("serializes");
+        assert_eq!(
+            shown["limits"],
+            serde_json::json!({"guest_per_ip_per_minute": 2, "guest_per_key_per_minute": 6000, "user_token_per_key_per_minute": 6000})
+        );
+        let round_trip: TokenPolicy = serde_json::from_value(shown).expect("reads back");
+        assert_eq!(round_trip, policy);
+        let err = serde_json::from_str::<TokenPolicy>(r#"{"limits": {"burst": 3}}"#).unwrap_err();
+        assert!(err.to_string().contains("unknown field `burst`"), "{err}");
     }
 }

@@ -11,6 +11,7 @@ use utoipa::{PartialSchema, ToSchema};
 
 use crate::config::{HexColor, HttpsUrl, Locale, Text, MAX_TEXT_CHARS};
 use crate::keys::{ClientKeyId, PublicKey};
+use crate::limits::{RateLimits, RawLimits};
 use crate::origin::OriginPattern;
 use crate::policy::{RawPolicy, TokenPolicy};
 
@@ -34,6 +35,19 @@ impl ToSchema for OriginPattern {}
 impl PartialSchema for TokenPolicy {
     fn schema() -> RefOr<Schema> {
         RawPolicy::schema()
+    }
+}
+
+/// Limits are read through [`RawLimits`] (a field left out keeps its default).
+impl PartialSchema for RateLimits {
+    fn schema() -> RefOr<Schema> {
+        RawLimits::schema()
+    }
+}
+
+impl ToSchema for RateLimits {
+    fn name() -> Cow<'static, str> {
+        Cow::Borrowed("RateLimits")
     }
 }
 

@@ -6,8 +6,8 @@ use chrono::{DateTime, Duration, Utc};
 use cqrs_es::test::TestFramework;
 use domain::{
     AllowList, ClientKey, ClientKeyCommand, ClientKeyError, ClientKeyEvent, ClientKeyId,
-    ClientKeyServices, FixedClock, OriginPattern, PublicKey, SecretKey, SecretKeyFingerprint, Text,
-    TokenPolicy, WidgetConfig,
+    ClientKeyServices, FixedClock, OriginPattern, PublicKey, RateLimits, SecretKey,
+    SecretKeyFingerprint, Text, TokenPolicy, WidgetConfig,
 };
 use rand::rngs::StdRng;
 use rand::SeedableRng;
@@ -273,6 +273,16 @@ fn setting_a_policy_with_an_absolute_refresh_lifetime_records_it() {
     )
     .expect("in bounds");
     assert_eq!(policy.refresh_absolute_ttl_seconds(), 604_800);
+    Framework::with(services())
+        .given(vec![created()])
+        .when(ClientKeyCommand::SetTokenPolicy { policy })
+        .then_expect_events(vec![ClientKeyEvent::TokenPolicySet { policy }]);
+}
+
+#[test]
+fn setting_a_token_policy_with_limits_records_the_limits() {
+    let limits = RateLimits::new(2, 100, 50).expect("in bounds");
+    let policy = TokenPolicy::default().with_limits(limits);
     Framework::with(services())
         .given(vec![created()])
         .when(ClientKeyCommand::SetTokenPolicy { policy })

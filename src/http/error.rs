@@ -15,6 +15,7 @@ use bytes::Bytes;
 use serde::de::DeserializeOwned;
 
 use crate::commands::CommandError;
+use crate::limits::Limited;
 use crate::sessions::SessionError;
 use crate::store::StoreError;
 
@@ -144,6 +145,20 @@ impl From<CommandError> for ApiError {
                 Self::internal(&err)
             }
             CommandError::Store(err) => err.into(),
+        }
+    }
+}
+
+impl From<Limited> for ApiError {
+    /// API.md: 429 `rate limit exceeded` with `Retry-After` in whole seconds.
+    fn from(limited: Limited) -> Self {
+        Self {
+            retry_after: Some(limited.retry_after_seconds()),
+            ..Self::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                "rate limit exceeded",
+            )
         }
     }
 }

@@ -8,11 +8,12 @@
 //! handlers here parse the request, check its origin, ask `sessions`, write the ledger
 //! and build the response.
 
+use std::borrow::Cow;
+use std::convert::Infallible;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 
-use std::borrow::Cow;
-
-use axum::extract::{FromRequestParts, Request, State};
+use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::middleware::{self, Next};
@@ -382,6 +383,43 @@ fn token_response(body: &impl Serialize) -> Response {
     response
 }
 
+/// The client's address for the abuse limits: the TCP peer, or, behind a trusted proxy,
+/// what its `X-Forwarded-For` says (see [`crate::limits::TrustedProxies::client_ip`]).
+/// Not worked out when the limits are off.
+struct ClientIp(IpAddr);
+
+impl FromRequestParts<AppState> for ClientIp {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        // Without the connection's address (a router called without a listener) every
+        // request counts as one unknown client.
+        let unknown = IpAddr::V6(Ipv6Addr::UNSPECIFIED);
+        if !state.limiter.enabled() {
+            return Ok(Self(unknown));
+        }
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map_or(unknown, |ConnectInfo(addr)| addr.ip());
+        let forwarded = parts
+            .headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok());
+        Ok(Self(
+            state.settings.trusted_proxies.client_ip(peer, forwarded),
+        ))
+    }
+}
+
+/// Route labels of `widget_auth_rate_limited_total`.
+const GUEST_ROUTE: &str = BROWSER_PATHS[1];
+const USER_TOKEN_ROUTE: &str = "/api/v1/widget/auth/user-token";
+
 #[derive(Deserialize, ToSchema)]
 struct GuestRequest {
     #[schema(required = true)]
@@ -407,11 +445,29 @@ struct GuestRequest {
     ))]
 async fn guest(
     State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
     headers: HeaderMap,
     JsonBody(body): JsonBody<GuestRequest>,
 ) -> Result<Response, ApiError> {
     let allowed = authorize_browser(&state, body.client_key.as_deref(), &headers)?;
-    let identity = Identity::guest(&allowed.view.state().token_policy)?;
+    let policy = &allowed.view.state().token_policy;
+    let identity = Identity::guest(policy)?;
+    // After every check that refuses (400/403), so a refused request spends no budget;
+    // the 429 carries the allowed origin's CORS headers so the widget can read it.
+    if let Err(limited) = state
+        .limiter
+        .guest(&allowed.view.state().id, ip, policy.limits())
+    {
+        state.metrics.rate_limited(GUEST_ROUTE);
+        let mut response = allowed.cors(ApiError::from(limited).into_response());
+        // A page may read only the safelisted response headers unless told otherwise, and
+        // the widget needs `Retry-After` to know when to try again.
+        response.headers_mut().insert(
+            header::ACCESS_CONTROL_EXPOSE_HEADERS,
+            HeaderValue::from_static("retry-after"),
+        );
+        return Ok(response);
+    }
     let visitor_id = Some(identity.sub.clone());
     session_response(&state, &allowed, &identity, None, visitor_id)
 }
@@ -481,6 +537,14 @@ async fn user_token(
     // The secret key must belong to the client key named in the body.
     sessions::authorize_visitor_token(&view, &client_key, Utc::now)?;
     let identity = Identity::user(&user_id, body.name.as_deref(), body.email.as_deref())?;
+    // Last, so a refused request (400/401/403) spends no budget.
+    if let Err(limited) = state
+        .limiter
+        .user_token(&view.state().id, view.state().token_policy.limits())
+    {
+        state.metrics.rate_limited(USER_TOKEN_ROUTE);
+        return Err(limited.into());
+    }
     let visitor = sessions::visitor_claims(
         &view,
         &identity,

@@ -50,7 +50,8 @@ async fn creating_a_key_returns_its_keys_once_and_serves_a_neutral_default(store
         json!({
             "visitor_token_ttl_seconds": 60, "session_ttl_seconds": 900,
             "refresh_ttl_seconds": 604800, "refresh_absolute_ttl_seconds": 2592000,
-            "guests_allowed": true
+            "guests_allowed": true,
+            "limits": {"guest_per_ip_per_minute": 30, "guest_per_key_per_minute": 6000, "user_token_per_key_per_minute": 6000}
         })
     );
     assert_eq!(key["status"], "active");
@@ -268,9 +269,11 @@ async fn token_policies_outside_their_bounds_are_refused(store: StoreKind) {
     )
     .await;
     assert_eq!(status, StatusCode::OK);
-    // The effective policy: the absolute refresh lifetime left out is filled in.
+    // The effective policy: the absolute refresh lifetime and the limits it left out are
+    // filled in with their defaults.
     let mut effective = policy.clone();
     effective["refresh_absolute_ttl_seconds"] = json!(2_592_000);
+    effective["limits"] = json!({"guest_per_ip_per_minute": 30, "guest_per_key_per_minute": 6000, "user_token_per_key_per_minute": 6000});
     assert_eq!(app.key(&id).await["token_policy"], effective);
     let policy = json!({"refresh_ttl_seconds": 3600, "refresh_absolute_ttl_seconds": 3600});
     let (status, _) = status_json(

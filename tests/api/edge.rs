@@ -87,7 +87,7 @@ async fn a_half_sent_head_is_cut_off_after_the_contract_s_ten_seconds(store: Sto
 }
 
 async fn a_slow_or_silent_request_head_is_cut_off_on_both_listeners(store: StoreKind) {
-    let app = TestApp::spawn_tuned(store, |s| short(&mut s.timeouts)).await;
+    let app = TestApp::spawn_with_settings(store, |s| short(&mut s.timeouts)).await;
     for addr in [app.app.public_addr, app.app.internal_addr] {
         let mut half = connect(addr).await;
         half.write_all(b"POST /api/v1/widget/auth/guest HTTP/1.1\r\nHost: x\r\n")
@@ -111,7 +111,7 @@ async fn a_slow_or_silent_request_head_is_cut_off_on_both_listeners(store: Store
 }
 
 async fn a_trickled_body_is_cut_off_with_a_408(store: StoreKind) {
-    let app = TestApp::spawn_tuned(store, |s| short(&mut s.timeouts)).await;
+    let app = TestApp::spawn_with_settings(store, |s| short(&mut s.timeouts)).await;
     let key = app.create_default_key().await;
     let body = json!({"client_key": key["public_key"]}).to_string();
     let mut stream = connect(app.app.public_addr).await;
@@ -153,7 +153,7 @@ async fn a_trickled_body_is_cut_off_with_a_408(store: StoreKind) {
 }
 
 async fn an_idle_keep_alive_connection_is_closed(store: StoreKind) {
-    let app = TestApp::spawn_tuned(store, |s| short(&mut s.timeouts)).await;
+    let app = TestApp::spawn_with_settings(store, |s| short(&mut s.timeouts)).await;
     let mut stream = connect(app.app.public_addr).await;
     stream
         .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -177,7 +177,7 @@ async fn an_idle_keep_alive_connection_is_closed(store: StoreKind) {
 }
 
 async fn connections_beyond_the_cap_wait_in_the_accept_queue_then_are_served(store: StoreKind) {
-    let app = TestApp::spawn_tuned(store, |s| s.max_connections = 2).await;
+    let app = TestApp::spawn_with_settings(store, |s| s.max_connections = 2).await;
     let holders = [
         connect(app.app.public_addr).await,
         connect(app.app.public_addr).await,
@@ -212,7 +212,7 @@ async fn stop_answers_in_flight_requests_and_closes_half_sent_ones_after_the_gra
     store: StoreKind,
 ) {
     let grace = Duration::from_secs(1);
-    let app = TestApp::spawn_tuned(store, |s| s.shutdown_grace = grace).await;
+    let app = TestApp::spawn_with_settings(store, |s| s.shutdown_grace = grace).await;
     let key = app.create_default_key().await;
     let body = json!({"client_key": key["public_key"]}).to_string();
     // In flight: the head and half the body are in when shutdown starts.

@@ -220,12 +220,11 @@ impl TestApp {
         Self::spawn_on_with_clock(store, Arc::new(TestClock::system())).await
     }
 
-    /// A server whose settings `tune` adjusts first (short connection timeouts, a low
-    /// connection cap).
-    pub async fn spawn_tuned(kind: StoreKind, tune: impl FnOnce(&mut Settings)) -> Self {
+    /// A server whose settings `adjust` changes first (trusted proxies, limits off).
+    pub async fn spawn_with_settings(kind: StoreKind, adjust: impl FnOnce(&mut Settings)) -> Self {
         let store = TestStore::new(kind).await;
         let mut settings = store.settings();
-        tune(&mut settings);
+        adjust(&mut settings);
         Self::start(store, settings, Arc::new(TestClock::system())).await
     }
 

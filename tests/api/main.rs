@@ -9,6 +9,7 @@ mod admin;
 mod audit;
 mod edge;
 mod group_commit;
+mod limits;
 mod openapi;
 mod process;
 mod public;

@@ -300,9 +300,9 @@ test('a revoked refresh family gives way to a new guest session', async () => {
   await context.close();
 });
 
-// Needs the per-IP guest limit (`limits.guest_per_ip_per_minute` in the token policy),
-// which is being added on another branch: without it set_token_policy refuses `limits`.
-test('a 429 on guest reaches the page with its Retry-After', { skip: 'needs the rate limiter (token policy `limits`), not on this branch yet' }, async () => {
+// The per-IP guest limit (`limits.guest_per_ip_per_minute` in the token policy): the
+// 429 carries the allowed origin's CORS headers and exposes `Retry-After` to the page.
+test('a 429 on guest reaches the page with its Retry-After', async () => {
   const key = await newKey({
     token_policy: { guests_allowed: true, limits: { guest_per_ip_per_minute: 1 } },
   });
