@@ -7,6 +7,8 @@ mod helpers;
 
 mod admin;
 mod audit;
+mod cli_keys;
 mod group_commit;
+mod metrics;
 mod process;
 mod public;
