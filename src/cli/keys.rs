@@ -585,7 +585,7 @@ fn list_text(body: &Value) -> String {
             "{}  {:<8}  v{:<4}  {}  {}\n",
             str_of(key, "id"),
             str_of(key, "status"),
-            key["version"],
+            key["version"].as_u64().unwrap_or_default(),
             str_of(key, "public_key"),
             str_of(key, "name"),
         ));
@@ -684,7 +684,7 @@ async fn history(
         let metadata = &event["metadata"];
         out.push_str(&format!(
             "{:>5}  {}  {:<24}  by {}",
-            event["sequence"],
+            event["sequence"].as_u64().unwrap_or_default(),
             str_of(metadata, "at"),
             str_of(event, "type"),
             str_of(metadata, "actor"),
