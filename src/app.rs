@@ -92,6 +92,7 @@ pub async fn start(settings: Settings, clock: Arc<dyn Clock>) -> anyhow::Result<
         metrics: Arc::default(),
         limiter: Arc::new(RateLimiter::new(settings.rate_limits)),
     });
+    let metrics = state.metrics.clone();
 
     let public = TcpListener::bind(settings.public_addr)
         .await
@@ -127,8 +128,13 @@ pub async fn start(settings: Settings, clock: Arc<dyn Clock>) -> anyhow::Result<
     tasks.extend(feed::spawn(
         store.clone(),
         directory.clone(),
+        metrics.projection_lag(),
         shutdown.subscribe(),
     ));
+    tasks.push(tokio::spawn(crate::metrics::keep_drained(
+        metrics,
+        shutdown.subscribe(),
+    )));
 
     tasks.push(tokio::spawn(ledger::keep_pruned(
         state.store.clone(),

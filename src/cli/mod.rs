@@ -1,8 +1,10 @@
-//! The command line: `serve` (the default), `migrate`, and `audit` (see [`audit`]), the
-//! auditors' tools that read the event store directly (no server needed), configured by
-//! the same environment variables as the server.
+//! The command line: `serve` (the default), `migrate`, `audit` (see [`audit`]), the
+//! auditors' tools that read the event store directly (no server needed), and `keys`
+//! (see [`keys`]), the operators' tools that call a running node's internal API; all
+//! configured by the same environment variables as the server.
 
 mod audit;
+mod keys;
 
 use std::process::ExitCode;
 
@@ -30,6 +32,8 @@ enum Command {
     Migrate,
     /// Read the event history directly from the store (DATABASE_URL or WIDGET_AUTH_DATA_DIR).
     Audit(audit::AuditArgs),
+    /// Manage client keys through a running node's internal API (--url, WIDGET_AUTH_ADMIN_URL).
+    Keys(keys::KeysArgs),
 }
 
 /// The binary's entry point: parses the command line, sets up logging, runs the command,
@@ -37,7 +41,7 @@ enum Command {
 pub async fn run() -> ExitCode {
     let cli = Cli::parse();
     let command = cli.command.unwrap_or(Command::Serve);
-    if matches!(command, Command::Audit(_)) {
+    if matches!(command, Command::Audit(_) | Command::Keys(_)) {
         init_cli_logs();
     } else {
         crate::telemetry::init();
@@ -55,6 +59,13 @@ pub async fn run() -> ExitCode {
             .map(|()| ExitCode::SUCCESS),
         Command::Migrate => migrate(&settings).await.map(|()| ExitCode::SUCCESS),
         Command::Audit(args) => audit::run(&settings, args).await,
+        Command::Keys(args) => {
+            // An operator's tool: the node's sentence, not a log line.
+            return keys::run(&settings, args).await.unwrap_or_else(|err| {
+                keys::print_error(&err);
+                ExitCode::FAILURE
+            });
+        }
     };
     match result {
         Ok(code) => code,

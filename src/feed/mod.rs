@@ -48,6 +48,7 @@ use tokio::task::JoinHandle;
 
 use self::postgres::{feed_start, listen, Feed, WAKE_QUEUE};
 pub use self::postgres::{Notifier, CATCH_UP_EVERY, CHANNEL};
+use crate::metrics::ProjectionLag;
 use crate::store::{Store, StoreError};
 
 /// Replays the store into the directory (retrying while the store is down), marks the
@@ -58,6 +59,7 @@ use crate::store::{Store, StoreError};
 pub fn spawn(
     store: Arc<Store>,
     directory: Arc<Directory>,
+    lag: ProjectionLag,
     shutdown: watch::Receiver<bool>,
 ) -> Vec<JoinHandle<()>> {
     let mut tasks = Vec::new();
@@ -104,6 +106,7 @@ pub fn spawn(
                 directory,
                 cursor,
                 failing: false,
+                lag,
             };
             feed.run(wakes, shutdown).await;
         }

@@ -13,7 +13,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::replay::reload;
 use super::until_shutdown;
-use crate::metrics::{count_feed_query, count_query};
+use crate::metrics::{count_feed_query, count_query, ProjectionLag};
 use crate::store::{decode_recorded_row, RecordedEvent, Store, StoreError, COLUMNS};
 
 /// The NOTIFY channel wake-ups are sent on ([`Notifier::notify`]).
@@ -259,12 +259,40 @@ fn parse_payload(payload: &str) -> Option<(String, u64)> {
     Some((id.to_owned(), sequence.parse().ok()?))
 }
 
+/// What a catch-up found this node lacked: how many events, and when the oldest was
+/// recorded. Without missed wake-ups both stay empty: every event arrived by `NOTIFY`.
+#[derive(Debug, Default)]
+struct Behind {
+    events: usize,
+    oldest: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+impl Behind {
+    fn note(&mut self, events: &[RecordedEvent]) {
+        self.events += events.len();
+        let oldest = events.iter().map(|e| e.metadata.at).min();
+        self.oldest = match (self.oldest, oldest) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+    }
+
+    /// How old the oldest missed event was at `now`, in seconds (0 when none was missed).
+    fn seconds(&self, now: chrono::DateTime<chrono::Utc>) -> f64 {
+        self.oldest.map_or(0.0, |at| {
+            ((now - at).num_milliseconds().max(0) as f64) / 1000.0
+        })
+    }
+}
+
 pub(super) struct Feed {
     pub(super) store: Arc<Store>,
     pub(super) directory: Arc<Directory>,
     pub(super) cursor: FeedCursor,
     /// Whether the last catch-up failed, so a store outage is logged once, not per tick.
     pub(super) failing: bool,
+    /// Where each catch-up reports how far behind it found the read models.
+    pub(super) lag: ProjectionLag,
 }
 
 impl Feed {
@@ -325,6 +353,16 @@ impl Feed {
 
     /// Reads every event after the checkpoint from finished transactions.
     async fn catch_up(&mut self) {
+        let mut behind = Behind::default();
+        if self.read_behind(&mut behind).await {
+            self.lag
+                .set(behind.events, behind.seconds(chrono::Utc::now()));
+        }
+    }
+
+    /// The catch-up's reads, noting in `behind` what this node lacked. False when the
+    /// store failed (the lag is then unknown, and `/metrics`' store health says why).
+    async fn read_behind(&mut self, behind: &mut Behind) -> bool {
         loop {
             count_feed_query();
             let directory = &self.directory;
@@ -345,17 +383,18 @@ impl Feed {
                         tracing::info!("event store reachable again; feed caught up");
                         self.failing = false;
                     }
+                    behind.note(&batch.events);
                     let full = batch.rows == CATCH_UP_BATCH as usize;
                     let Some(last) = batch.last else {
-                        return;
+                        return true;
                     };
                     if !self.apply(&batch.events).await {
                         // Not past what could not be applied: the next catch-up retries.
-                        return;
+                        return true;
                     }
                     self.cursor = last;
                     if !full {
-                        return;
+                        return true;
                     }
                 }
                 Err(err) => {
@@ -363,7 +402,7 @@ impl Feed {
                         tracing::warn!(error = %err, "feed catch-up failed; serving from memory until the store is back");
                         self.failing = true;
                     }
-                    return;
+                    return false;
                 }
             }
         }

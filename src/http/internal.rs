@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{MatchedPath, Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -88,23 +88,34 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Counts every response of the internal listener.
+/// Counts every request of the internal listener by route and status, with its latency.
 async fn count_internal(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let started = std::time::Instant::now();
+    let route = request.extensions().get::<MatchedPath>().cloned();
     let response = next.run(request).await;
-    state.metrics.response(
+    state.metrics.request(
         crate::metrics::Listener::Internal,
+        route.as_ref().map(MatchedPath::as_str),
         response.status().as_u16(),
+        started.elapsed(),
     );
     response
 }
 
-/// `GET /metrics`: the Prometheus text exposition.
+/// Longest the store health check of a scrape may take before it counts as down.
+const HEALTH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// `GET /metrics`: the Prometheus text exposition, with the store's health checked now.
 #[utoipa::path(get, path = "/metrics", tag = "operations",
     responses((status = 200, description = "Prometheus text exposition", content_type = "text/plain", body = String)))]
 async fn render_metrics(State(state): State<AppState>) -> Response {
+    let store_up = matches!(
+        tokio::time::timeout(HEALTH_TIMEOUT, state.store.health_check()).await,
+        Ok(Ok(()))
+    );
     let body = state
         .metrics
-        .render(state.directory.is_ready(), state.directory.len());
+        .render(state.directory.is_ready(), state.directory.len(), store_up);
     (
         [(
             axum::http::header::CONTENT_TYPE,

@@ -13,7 +13,7 @@ use std::convert::Infallible;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 
-use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
+use axum::extract::{ConnectInfo, FromRequestParts, MatchedPath, Request, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::middleware::{self, Next};
@@ -99,6 +99,8 @@ pub fn router(state: AppState) -> Router {
 /// - all of it inside the request span (request id, method, route, status, latency).
 async fn public_edge(State(state): State<AppState>, request: Request, next: Next) -> Response {
     super::in_request_span(request, |request| async move {
+        let started = std::time::Instant::now();
+        let route = request.extensions().get::<MatchedPath>().cloned();
         let path = request.uri().path();
         let browser = BROWSER_PATHS.contains(&path);
         let response = if browser && request.method() == Method::OPTIONS {
@@ -114,9 +116,12 @@ async fn public_edge(State(state): State<AppState>, request: Request, next: Next
                 .headers_mut()
                 .append(header::VARY, HeaderValue::from_static("Origin"));
         }
-        state
-            .metrics
-            .response(Listener::Public, response.status().as_u16());
+        state.metrics.request(
+            Listener::Public,
+            route.as_ref().map(MatchedPath::as_str),
+            response.status().as_u16(),
+            started.elapsed(),
+        );
         response
     })
     .await
@@ -224,6 +229,11 @@ fn allowed_origin(
     Ok((header, origin))
 }
 
+/// Counts a refused Origin in `/metrics` on the error's way out.
+fn origin_refused(state: &AppState) -> impl Fn(&ApiError) + '_ {
+    |_| state.metrics.origin_rejected()
+}
+
 fn check_origin(view: &ClientKeyView, origin: &RequestOrigin) -> Result<(), ApiError> {
     if view.state().origins.allows(origin) {
         Ok(())
@@ -244,9 +254,9 @@ fn authorize_browser(
         .ok_or_else(|| ApiError::bad_request("missing client_key"))?;
     // Origin syntax first: a request without a usable Origin is refused the same way
     // whatever key it names.
-    let (origin_header, origin) = request_origin(headers)?;
+    let (origin_header, origin) = request_origin(headers).inspect_err(origin_refused(state))?;
     let view = key_for_public_key(state, client_key)?;
-    check_origin(&view, &origin)?;
+    check_origin(&view, &origin).inspect_err(origin_refused(state))?;
     Ok(Allowed {
         view,
         origin_header,
@@ -605,7 +615,8 @@ async fn exchange(
         .filter(|t| !t.is_empty())
         .ok_or_else(|| ApiError::bad_request("missing token"))?;
     let (claims, view) = verify_presented(&state, &token, TokenKind::Visitor)?;
-    let (origin_header, origin) = allowed_origin(&view, &headers)?;
+    let (origin_header, origin) =
+        allowed_origin(&view, &headers).inspect_err(origin_refused(&state))?;
     // Last, so a refused request does not burn the token.
     let used = state
         .store
@@ -652,8 +663,13 @@ async fn refresh(
         .filter(|t| !t.is_empty())
         .ok_or_else(|| ApiError::bad_request("missing refresh_token"))?;
     let (claims, view) = verify_presented(&state, &token, TokenKind::Refresh)?;
-    let (origin_header, origin) = allowed_origin(&view, &headers)?;
-    let family = sessions::refresh_family(&claims, &origin)?;
+    let (origin_header, origin) =
+        allowed_origin(&view, &headers).inspect_err(origin_refused(&state))?;
+    let family = sessions::refresh_family(&claims, &origin).inspect_err(|err| {
+        if matches!(err, SessionError::OriginMismatch) {
+            state.metrics.origin_rejected();
+        }
+    })?;
     let now = now_ms();
     let now_secs = now.div_euclid(1000);
     sessions::may_continue(&claims, &view, now_secs)?;

@@ -7,9 +7,11 @@ mod helpers;
 
 mod admin;
 mod audit;
+mod cli_keys;
 mod edge;
 mod group_commit;
 mod limits;
+mod metrics;
 mod openapi;
 mod process;
 mod public;
