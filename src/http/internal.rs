@@ -27,6 +27,8 @@ use crate::store::EventMetadata;
 /// Admin bodies carry whole configs; still bounded so a bad client cannot exhaust memory.
 const ADMIN_BODY_LIMIT: usize = 64 * 1024;
 const MAX_PAGE: u64 = 1000;
+/// A checkpoint carries every key's head (about 130 bytes each): room for a million keys.
+const CHECKPOINT_BODY_LIMIT: usize = 160 * 1024 * 1024;
 
 pub fn router(state: AppState) -> Router {
     let v1 = Router::new()
@@ -38,7 +40,13 @@ pub fn router(state: AppState) -> Router {
         .route("/client-keys/{id}/commands", post(run_command))
         .route("/client-keys/{id}/events", get(client_key_events))
         .route("/client-keys/{id}/state", get(client_key_state))
-        .route("/audit/verify", get(verify_chain))
+        .route(
+            "/audit/verify",
+            get(verify_chain)
+                .post(verify_against_checkpoint)
+                .layer(axum::extract::DefaultBodyLimit::max(CHECKPOINT_BODY_LIMIT)),
+        )
+        .route("/audit/checkpoint", get(take_checkpoint))
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .route_layer(middleware::from_fn_with_state(state.clone(), require_admin));
     Router::new()
@@ -518,6 +526,47 @@ async fn verify_chain(
             sequence = broken.sequence,
             problem = broken.problem.code(),
             "event chain broken"
+        );
+    }
+    Ok(Json(report))
+}
+
+/// A signed checkpoint of every key's head (the same code as `widget-auth audit
+/// checkpoint`). Refused with a 409 when the chain is already broken: a checkpoint must
+/// not vouch for a tampered history.
+async fn take_checkpoint(
+    State(state): State<AppState>,
+) -> Result<Json<crate::checkpoint::Checkpoint>, ApiError> {
+    let now = state.commands.services().now();
+    match audit::checkpoint(&state.store, &state.tokens, now).await {
+        Ok(checkpoint) => Ok(Json(checkpoint)),
+        Err(audit::CheckpointError::Store(err)) => Err(err.into()),
+        Err(refused @ audit::CheckpointError::Broken(_)) => {
+            tracing::warn!(error = %refused, "checkpoint refused");
+            Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "chain_broken",
+                refused.to_string(),
+            ))
+        }
+    }
+}
+
+/// The store checked against a checkpoint an auditor kept (the same code as `widget-auth
+/// audit verify --checkpoint`). Not intact is still a 200: the check itself worked.
+async fn verify_against_checkpoint(
+    State(state): State<AppState>,
+    JsonBody(checkpoint): JsonBody<crate::checkpoint::Checkpoint>,
+) -> Result<Json<audit::CheckpointReport>, ApiError> {
+    checkpoint
+        .check_form()
+        .map_err(|e| ApiError::bad_request(format!("invalid checkpoint: {e}")))?;
+    let report = audit::verify_checkpoint(&state.store, &state.tokens, checkpoint).await?;
+    if !report.intact() {
+        tracing::warn!(
+            problems = report.problems.len(),
+            checkpoint_at = %report.checkpoint_at,
+            "the store no longer extends the checkpoint"
         );
     }
     Ok(Json(report))

@@ -7,6 +7,7 @@ mod helpers;
 
 mod admin;
 mod audit;
+mod checkpoint;
 mod group_commit;
 mod process;
 mod public;

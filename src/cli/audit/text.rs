@@ -5,7 +5,7 @@
 use chrono::{DateTime, SecondsFormat, Utc};
 use domain::KeyStatus;
 
-use crate::audit::{KeyHistory, TokenReport, VerifyReport};
+use crate::audit::{CheckpointReport, KeyHistory, TokenReport, VerifyReport};
 use crate::tokens::TokenKind;
 
 /// The one-line answer of `audit verify`.
@@ -27,6 +27,36 @@ pub(super) fn verify(report: &VerifyReport) -> String {
             b.message
         ),
     }
+}
+
+/// `audit verify --checkpoint`: the verdict, then one line per problem.
+pub(super) fn checkpoint_verify(report: &CheckpointReport) -> String {
+    let mut out = if report.intact() {
+        format!(
+            "intact: the store extends the checkpoint of {} ({} keys, signed by {}; {} \
+             keys created since, {} events read)\n",
+            report.checkpoint_at, report.keys, report.kid, report.new_keys, report.events
+        )
+    } else {
+        format!(
+            "NOT INTACT against the checkpoint of {} ({} problems):\n",
+            report.checkpoint_at,
+            report.problems.len()
+        )
+    };
+    for problem in &report.problems {
+        let place = match (&problem.client_key, problem.sequence) {
+            (Some(key), Some(sequence)) => format!("{key} sequence {sequence}"),
+            (Some(key), None) => key.clone(),
+            _ => "checkpoint".to_owned(),
+        };
+        out.push_str(&format!(
+            "  {place} ({}): {}\n",
+            problem.problem.code(),
+            problem.message
+        ));
+    }
+    out
 }
 
 /// `audit history`: a heading, then two lines per event (who, when, why; what changed).
