@@ -627,7 +627,6 @@ pub async fn verify_checkpoint(
     if let Some(done) = walk.take() {
         finish(done, &mut committed, &mut problems);
     }
-    drop(finish);
     if let Some(broken) = verifier.finish() {
         problems.push(CheckpointProblem::chain(broken));
     }

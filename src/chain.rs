@@ -603,7 +603,11 @@ mod tests {
         for event in &mut events {
             let chained = stored_link(&event.metadata).is_some();
             event.metadata["at"] = json!(format!("2026-12-01T00:{minutes:02}:00Z"));
-            event.metadata.as_object_mut().expect("object").remove(CHAIN_FIELD);
+            event
+                .metadata
+                .as_object_mut()
+                .expect("object")
+                .remove(CHAIN_FIELD);
             previous = hasher.link(&previous, &LinkInput::of(event));
             if chained {
                 event.metadata[CHAIN_FIELD] = json!(previous);
@@ -627,7 +631,11 @@ mod tests {
         events.extend(history_at("ck_b", 3, 3, 5));
         let broken = verify_and_finish(&events).expect_err("stripped");
         assert_eq!(
-            (broken.client_key_id.as_str(), broken.sequence, broken.problem),
+            (
+                broken.client_key_id.as_str(),
+                broken.sequence,
+                broken.problem
+            ),
             ("ck_b", 3, Problem::ChainStripped)
         );
 

@@ -216,7 +216,12 @@ mod tests {
             .map(|h| leaf(&hex::decode(h).expect("hex")))
             .collect();
         for (n, root) in ROOTS.iter().enumerate() {
-            assert_eq!(hex::encode(merkle_root(&leaves[..=n])), *root, "size {}", n + 1);
+            assert_eq!(
+                hex::encode(merkle_root(&leaves[..=n])),
+                *root,
+                "size {}",
+                n + 1
+            );
         }
     }
 

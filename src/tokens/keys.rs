@@ -526,8 +526,8 @@ mod tests {
             keys.verify_checkpoint(&kid, b"at=y\n", &signature),
             Err(CheckpointSignatureError::Invalid)
         );
-        let stranger = SigningKeys::from_pem(&SigningKeys::generate_pem().expect("pem"))
-            .expect("key");
+        let stranger =
+            SigningKeys::from_pem(&SigningKeys::generate_pem().expect("pem")).expect("key");
         assert_eq!(
             stranger.verify_checkpoint(&kid, b"at=x\n", &signature),
             Err(CheckpointSignatureError::UnknownKid)
@@ -550,11 +550,7 @@ mod tests {
 
         // A JWT's signature is not a checkpoint signature over the same bytes…
         assert_eq!(
-            keys.verify_checkpoint(
-                keys.active_kid(),
-                signing_input.as_bytes(),
-                &jwt_signature
-            ),
+            keys.verify_checkpoint(keys.active_kid(), signing_input.as_bytes(), &jwt_signature),
             Err(CheckpointSignatureError::Invalid)
         );
         // …and a checkpoint signed over a token's exact signing input is no token.

@@ -26,8 +26,11 @@ async fn checkpoint(app: &TestApp) -> Value {
 }
 
 async fn verify(app: &TestApp, checkpoint: &Value) -> Value {
-    let (status, body) =
-        status_json(app.admin_post("/internal/v1/audit/verify", checkpoint).await).await;
+    let (status, body) = status_json(
+        app.admin_post("/internal/v1/audit/verify", checkpoint)
+            .await,
+    )
+    .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     body
 }
@@ -121,7 +124,10 @@ async fn a_fresh_checkpoint_verifies_and_still_does_after_the_store_grows(kind: 
         .json()
         .await
         .expect("json");
-    assert_eq!(taken["kid"], jwks["keys"][0]["kid"], "the JWKS key verifies it");
+    assert_eq!(
+        taken["kid"], jwks["keys"][0]["kid"],
+        "the JWKS key verifies it"
+    );
     let mut expected = [(a.clone(), 3), (b.clone(), 1)];
     expected.sort();
     let heads: Vec<(String, u64)> = taken["heads"]
@@ -157,7 +163,10 @@ async fn a_fresh_checkpoint_verifies_and_still_does_after_the_store_grows(kind: 
     assert_eq!(report["intact"], true, "{report}");
     assert_eq!(report["signature"], "valid");
     assert_eq!(report["problems"], json!([]));
-    assert_eq!((&report["keys"], &report["new_keys"]), (&json!(2), &json!(0)));
+    assert_eq!(
+        (&report["keys"], &report["new_keys"]),
+        (&json!(2), &json!(0))
+    );
 
     // The store goes on: a key changed after the checkpoint and a new key extend it.
     change_origins(&app, &b, "https://later.test").await;
@@ -341,9 +350,7 @@ async fn an_edited_checkpoint_is_not_intact(kind: StoreKind) {
     app.finish().await;
 }
 
-async fn a_checkpoint_signed_by_a_key_no_longer_in_the_jwks_is_reported_as_such(
-    kind: StoreKind,
-) {
+async fn a_checkpoint_signed_by_a_key_no_longer_in_the_jwks_is_reported_as_such(kind: StoreKind) {
     let app = TestApp::spawn(kind).await;
     key_with_history(&app, 1).await;
     let taken = checkpoint(&app).await;
@@ -444,7 +451,10 @@ async fn the_cli_round_trip_exits_non_zero_when_not_intact_and_python_verifies_t
         .cli(&["audit", "verify", "--checkpoint", &file])
         .await;
     assert_eq!(code, 1, "{text}");
-    assert!(text.starts_with("NOT INTACT against the checkpoint of"), "{text}");
+    assert!(
+        text.starts_with("NOT INTACT against the checkpoint of"),
+        "{text}"
+    );
     assert!(
         text.contains(&format!("{a} sequence 3 (cut_short)")),
         "{text}"
@@ -480,7 +490,12 @@ async fn verify_reports_a_key_stripped_of_every_link(kind: StoreKind) {
         ),
     };
     assert_eq!(app.store.execute(&strip).await, 2);
-    assert_eq!(app.store.execute(&edit_created_origins(kind, &victim)).await, 1);
+    assert_eq!(
+        app.store
+            .execute(&edit_created_origins(kind, &victim))
+            .await,
+        1
+    );
 
     let (_, report) = status_json(app.admin_get("/internal/v1/audit/verify").await).await;
     assert_eq!(report["intact"], false, "{report}");
@@ -494,8 +509,7 @@ async fn verify_reports_a_key_stripped_of_every_link(kind: StoreKind) {
         "{text}"
     );
     // No checkpoint is signed over it, and the one taken before names the key.
-    let (status, refused) =
-        status_json(app.admin_get("/internal/v1/audit/checkpoint").await).await;
+    let (status, refused) = status_json(app.admin_get("/internal/v1/audit/checkpoint").await).await;
     assert_eq!(status, StatusCode::CONFLICT);
     assert_eq!(refused["error"], "chain_broken");
     let report = verify(&app, &taken).await;
@@ -506,4 +520,117 @@ async fn verify_reports_a_key_stripped_of_every_link(kind: StoreKind) {
     );
     assert!(found.contains(&(victim.clone(), "chain_stripped".to_owned())));
     app.finish().await;
+}
+
+/// The figures README reports: 100,000 keys with 10 events each (1,000,000 events),
+/// seeded straight into SQLite with valid links, then a checkpoint taken, the store
+/// verified against it, and the plain chain check, all in-process. Measures, never
+/// asserts speed:
+/// `cargo test --release --test api checkpointing_100k -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement, not a check: run it in release with --ignored --nocapture"]
+async fn checkpointing_100k_keys_and_1m_events() {
+    use std::time::Instant;
+    use widget_auth::audit;
+
+    const KEYS: u64 = 100_000;
+    const PER_KEY: u64 = 10;
+    let store = TestStore::new(StoreKind::Sqlite).await;
+    let settings = store.settings();
+    // Creates the database and its tables.
+    let opened = Store::open(None, &settings.data_dir).await.expect("open");
+    opened.close().await;
+
+    let seeding = Instant::now();
+    let url = format!(
+        "sqlite://{}",
+        store.data_dir.join("widget-auth.sqlite3").display()
+    );
+    let pool = sqlx::SqlitePool::connect(&url).await.expect("connect");
+    let payload = json!({"OriginsChanged": {"origins": ["https://a.test", "https://*.a.test"]}});
+    let payload_text = payload.to_string();
+    let mut hasher = Hasher::default();
+    let mut tx = pool.begin().await.expect("begin");
+    let mut rows: Vec<(String, u64, String)> = Vec::with_capacity(500);
+    for key in 0..KEYS {
+        let id = format!("ck_bench{key:012}");
+        let mut previous = GENESIS.to_owned();
+        for sequence in 1..=PER_KEY {
+            let mut metadata = json!({
+                "actor": "admin:bench",
+                "at": "2026-01-01T00:00:00.000Z",
+                "request_id": format!("bench-{key}-{sequence}"),
+            });
+            previous = hasher.link(
+                &previous,
+                &LinkInput {
+                    aggregate_id: &id,
+                    sequence,
+                    event_type: "OriginsChanged",
+                    event_version: "1.0",
+                    payload: &payload,
+                    metadata: &metadata,
+                },
+            );
+            metadata["chain"] = json!(previous);
+            rows.push((id.clone(), sequence, metadata.to_string()));
+            if rows.len() == 500 {
+                let mut insert = sqlx::QueryBuilder::new(
+                    "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, \
+                     event_version, payload, metadata) ",
+                );
+                insert.push_values(rows.drain(..), |mut row, (id, sequence, metadata)| {
+                    row.push_bind("ClientKey")
+                        .push_bind(id)
+                        .push_bind(sequence as i64)
+                        .push_bind("OriginsChanged")
+                        .push_bind("1.0")
+                        .push_bind(payload_text.clone())
+                        .push_bind(metadata);
+                });
+                insert.build().execute(&mut *tx).await.expect("insert");
+            }
+        }
+    }
+    tx.commit().await.expect("commit");
+    pool.close().await;
+    let seeded = seeding.elapsed();
+
+    let opened = Store::open(None, &settings.data_dir).await.expect("open");
+    let keys = store.signing_keys();
+    let started = Instant::now();
+    let taken = audit::checkpoint(&opened, &keys, chrono::Utc::now())
+        .await
+        .expect("checkpoint");
+    let checkpoint_time = started.elapsed();
+    assert_eq!((taken.keys, taken.events), (KEYS, KEYS * PER_KEY));
+    let size = serde_json::to_vec(&taken).expect("json").len();
+
+    let started = Instant::now();
+    let report = audit::verify_checkpoint(&opened, &keys, taken)
+        .await
+        .expect("verify");
+    let verify_time = started.elapsed();
+    assert!(report.intact(), "{:?}", report.problems.first());
+
+    let started = Instant::now();
+    let plain = audit::verify(&opened, |_| {}).await.expect("verify");
+    let plain_time = started.elapsed();
+    assert!(plain.intact());
+    opened.close().await;
+
+    let rate = |d: std::time::Duration| (KEYS * PER_KEY) as f64 / d.as_secs_f64();
+    let report = format!(
+        "seeded {KEYS} keys / {} events in {seeded:.2?}\n\
+         checkpoint: {checkpoint_time:.2?} = {:.0} events/s, {:.1} MB of JSON\n\
+         verify --checkpoint: {verify_time:.2?} = {:.0} events/s\n\
+         plain verify: {plain_time:.2?} = {:.0} events/s",
+        KEYS * PER_KEY,
+        rate(checkpoint_time),
+        size as f64 / 1e6,
+        rate(verify_time),
+        rate(plain_time),
+    );
+    println!("{report}");
+    store.cleanup().await;
 }

@@ -192,6 +192,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use crate::audit::{CheckpointProblem, Finding, SignatureCheck};
     use crate::chain::{Broken, Problem};
 
     #[test]
@@ -225,6 +226,36 @@ mod tests {
             verify(&report),
             "intact, 5 events (2 legacy events written before the chain existed: only a \
              chained event after them in the same key protects them)"
+        );
+    }
+
+    #[test]
+    fn a_checkpoint_verdict_names_each_problem_with_its_key() {
+        let mut report = CheckpointReport {
+            checkpoint_at: "2026-12-01T00:00:00Z".to_owned(),
+            kid: "kid1".to_owned(),
+            signature: SignatureCheck::Valid,
+            keys: 3,
+            new_keys: 1,
+            events: 9,
+            problems: Vec::new(),
+        };
+        assert_eq!(
+            checkpoint_verify(&report),
+            "intact: the store extends the checkpoint of 2026-12-01T00:00:00Z (3 keys, signed \
+             by kid1; 1 keys created since, 9 events read)\n"
+        );
+        report.signature = SignatureCheck::UnknownKid;
+        report.problems = vec![CheckpointProblem {
+            client_key: Some("ck_1".to_owned()),
+            message: "gone".to_owned(),
+            problem: Finding::Missing,
+            sequence: Some(4),
+        }];
+        assert_eq!(
+            checkpoint_verify(&report),
+            "NOT INTACT against the checkpoint of 2026-12-01T00:00:00Z (1 problems):\n  \
+             ck_1 sequence 4 (missing): gone\n"
         );
     }
 
