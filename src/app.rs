@@ -21,7 +21,7 @@ use crate::config::{AdminCredential, Settings, SIGNING_KEY_FILE};
 use crate::state::{App, AppState};
 use crate::store::Store;
 use crate::tokens::SigningKeys;
-use crate::{feed, http, ledger};
+use crate::{audit, feed, http, ledger};
 
 /// How long start-up waits for the database (a container starting next to us).
 const STORE_WAIT: Duration = Duration::from_secs(30);
@@ -136,6 +136,15 @@ pub async fn start(settings: Settings, clock: Arc<dyn Clock>) -> anyhow::Result<
         state.store.clone(),
         shutdown.subscribe(),
     )));
+    if let Some(dir) = settings.checkpoint_dir.clone() {
+        tasks.push(tokio::spawn(audit::periodic::keep_checkpointing(
+            state.store.clone(),
+            state.tokens.clone(),
+            dir,
+            settings.checkpoint_every,
+            shutdown.subscribe(),
+        )));
+    }
 
     Ok(RunningApp {
         public_addr,

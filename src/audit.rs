@@ -11,6 +11,7 @@
 //! `serde_json::Value`, whose maps sort their keys, so the bytes sent stay the same.
 
 mod change;
+pub mod periodic;
 
 use std::collections::HashMap;
 

@@ -34,6 +34,12 @@ pub struct Settings {
     pub db_max_connections: u32,
     /// `iss` of every token we mint and the only issuer we accept (`WIDGET_AUTH_ISSUER`).
     pub issuer: String,
+    /// Where this node writes a signed audit checkpoint at start and then every
+    /// `checkpoint_every` (`WIDGET_AUTH_CHECKPOINT_DIR`; unset: none written), for
+    /// operators to ship off the machine.
+    pub checkpoint_dir: Option<PathBuf>,
+    /// `WIDGET_AUTH_CHECKPOINT_MINUTES`, 1 to 10080 (a week), default 60.
+    pub checkpoint_every: std::time::Duration,
 }
 
 impl Settings {
@@ -89,6 +95,21 @@ impl Settings {
                     })?,
             },
             issuer: get("WIDGET_AUTH_ISSUER").unwrap_or_else(|| "widget-auth".to_owned()),
+            checkpoint_dir: get("WIDGET_AUTH_CHECKPOINT_DIR").map(PathBuf::from),
+            checkpoint_every: match get("WIDGET_AUTH_CHECKPOINT_MINUTES") {
+                None => std::time::Duration::from_secs(60 * 60),
+                Some(value) => value
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|n| (1..=10_080).contains(n))
+                    .map(|minutes| std::time::Duration::from_secs(minutes * 60))
+                    .ok_or_else(|| ConfigError {
+                        variable: "WIDGET_AUTH_CHECKPOINT_MINUTES",
+                        problem: format!(
+                            "must be a number of minutes from 1 to 10080, not `{value}`"
+                        ),
+                    })?,
+            },
         })
     }
 }
@@ -246,6 +267,30 @@ mod tests {
                 .as_deref(),
             Some("admin-token-value")
         );
+    }
+
+    #[test]
+    fn checkpoints_are_written_only_with_a_dir_and_every_hour_unless_told() {
+        let defaults = settings(&[]).expect("valid");
+        assert_eq!(defaults.checkpoint_dir, None);
+        assert_eq!(defaults.checkpoint_every.as_secs(), 3600);
+        let set = settings(&[
+            ("WIDGET_AUTH_CHECKPOINT_DIR", "/var/lib/checkpoints"),
+            ("WIDGET_AUTH_CHECKPOINT_MINUTES", "15"),
+        ])
+        .expect("valid");
+        assert_eq!(
+            set.checkpoint_dir.as_deref(),
+            Some(std::path::Path::new("/var/lib/checkpoints"))
+        );
+        assert_eq!(set.checkpoint_every.as_secs(), 900);
+        for bad in ["0", "10081", "often"] {
+            let err = settings(&[("WIDGET_AUTH_CHECKPOINT_MINUTES", bad)]).expect_err(bad);
+            assert!(
+                err.to_string().contains("WIDGET_AUTH_CHECKPOINT_MINUTES"),
+                "{err}"
+            );
+        }
     }
 
     #[test]

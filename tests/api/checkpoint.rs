@@ -17,6 +17,7 @@ crate::on_both_stores!(
     a_checkpoint_signed_by_a_key_no_longer_in_the_jwks_is_reported_as_such,
     the_cli_round_trip_exits_non_zero_when_not_intact_and_python_verifies_the_signature,
     verify_reports_a_key_stripped_of_every_link,
+    a_node_with_a_checkpoint_dir_writes_one_at_start_that_verifies,
 );
 
 async fn checkpoint(app: &TestApp) -> Value {
@@ -520,6 +521,56 @@ async fn verify_reports_a_key_stripped_of_every_link(kind: StoreKind) {
     );
     assert!(found.contains(&(victim.clone(), "chain_stripped".to_owned())));
     app.finish().await;
+}
+
+async fn a_node_with_a_checkpoint_dir_writes_one_at_start_that_verifies(kind: StoreKind) {
+    let app = TestApp::spawn(kind).await;
+    key_with_history(&app, 2).await;
+    key_with_history(&app, 0).await;
+    let store = app.store.clone();
+    app.app.stop().await;
+
+    let dir = store.data_dir.join("checkpoints");
+    let mut settings = store.settings();
+    settings.checkpoint_dir = Some(dir.clone());
+    let node = widget_auth::app::start(settings, std::sync::Arc::new(TestClock::system()))
+        .await
+        .expect("starts");
+    // Written at start (then every WIDGET_AUTH_CHECKPOINT_MINUTES): wait for the file.
+    let mut written = Vec::new();
+    for _ in 0..300 {
+        written = std::fs::read_dir(&dir)
+            .map(|entries| {
+                entries
+                    .filter_map(Result::ok)
+                    .map(|e| e.path())
+                    .filter(|p| p.extension().is_some_and(|x| x == "json"))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if !written.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    node.stop().await;
+    assert_eq!(written.len(), 1, "one checkpoint file in {}", dir.display());
+    let name = written[0]
+        .file_name()
+        .expect("name")
+        .to_string_lossy()
+        .into_owned();
+    assert!(
+        name.starts_with("checkpoint-") && !name.contains(':'),
+        "{name}"
+    );
+    let taken: Value =
+        serde_json::from_str(&std::fs::read_to_string(&written[0]).expect("read")).expect("json");
+    assert_eq!((&taken["keys"], &taken["events"]), (&json!(2), &json!(4)));
+    let file = written[0].display().to_string();
+    let (code, text, stderr) = store.cli(&["audit", "verify", "--checkpoint", &file]).await;
+    assert_eq!(code, 0, "{text}{stderr}");
+    store.cleanup().await;
 }
 
 /// The figures README reports: 100,000 keys with 10 events each (1,000,000 events),
