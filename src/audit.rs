@@ -460,6 +460,8 @@ impl Serialize for CheckpointReport {
 #[derive(Debug)]
 struct Walk {
     key: String,
+    /// The checkpoint's sequence for this key (`None`: created since).
+    committed: Option<u64>,
     last: u64,
     /// The link computed at the committed sequence, when the walk got there.
     at_committed: Option<String>,
@@ -561,8 +563,8 @@ pub async fn verify_checkpoint(
     {
         let mut events = store.replay_raw();
         while let Some(event) = events.next().await {
-            let (key, event) = match event {
-                Ok(event) => (event.aggregate_id.clone(), Some(event)),
+            let event = match event {
+                Ok(event) => Ok(event),
                 Err(StoreError::Corrupt {
                     aggregate_id,
                     sequence,
@@ -573,17 +575,23 @@ pub async fn verify_checkpoint(
                         sequence,
                         Finding::Chain(Problem::Unreadable),
                     ));
-                    (aggregate_id, None)
+                    Err(aggregate_id)
                 }
                 Err(other) => return Err(other),
             };
             events_read += 1;
+            let key = match &event {
+                Ok(event) => event.aggregate_id.as_str(),
+                Err(key) => key.as_str(),
+            };
+            // Per key, not per event: the key's id and committed sequence.
             if walk.as_ref().is_none_or(|w| w.key != key) {
                 if let Some(done) = walk.take() {
                     finish(done, &mut committed, &mut problems);
                 }
                 walk = Some(Walk {
-                    key: key.clone(),
+                    key: key.to_owned(),
+                    committed: committed.get(key).map(|(sequence, _)| *sequence),
                     last: 0,
                     at_committed: None,
                     previous: None,
@@ -593,7 +601,7 @@ pub async fn verify_checkpoint(
             let Some(current) = walk.as_mut() else {
                 continue;
             };
-            let Some(event) = event else {
+            let Ok(event) = event else {
                 current.unreadable = true;
                 continue;
             };
@@ -606,7 +614,7 @@ pub async fn verify_checkpoint(
                 None => match verifier.feed(&event) {
                     Ok(()) => {
                         current.last = sequence;
-                        if committed.get(&key).is_some_and(|(s, _)| *s == sequence) {
+                        if current.committed == Some(sequence) {
                             current.at_committed = Some(verifier.last_link().to_owned());
                         }
                         continue;
@@ -619,7 +627,7 @@ pub async fn verify_checkpoint(
                 },
             };
             current.last = sequence;
-            if committed.get(&key).is_some_and(|(s, _)| *s == sequence) {
+            if current.committed == Some(sequence) {
                 current.at_committed = Some(link.clone());
             }
             current.previous = Some(link);
