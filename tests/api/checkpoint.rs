@@ -590,6 +590,7 @@ async fn checkpointing_100k_keys_and_1m_events() {
     let settings = store.settings();
     // Creates the database and its tables.
     let opened = Store::open(None, &settings.data_dir).await.expect("open");
+    opened.migrate().await.expect("migrate");
     opened.close().await;
 
     let seeding = Instant::now();
@@ -648,7 +649,10 @@ async fn checkpointing_100k_keys_and_1m_events() {
     let seeded = seeding.elapsed();
 
     let opened = Store::open(None, &settings.data_dir).await.expect("open");
-    let keys = store.signing_keys();
+    let keys = widget_auth::tokens::SigningKeys::from_pem(
+        &widget_auth::tokens::SigningKeys::generate_pem().expect("pem"),
+    )
+    .expect("key");
     let started = Instant::now();
     let taken = audit::checkpoint(&opened, &keys, chrono::Utc::now())
         .await
