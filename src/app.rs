@@ -22,7 +22,7 @@ use crate::limits::RateLimiter;
 use crate::state::{App, AppState};
 use crate::store::Store;
 use crate::tokens::SigningKeys;
-use crate::{connections, feed, http, ledger};
+use crate::{audit, connections, feed, http, ledger};
 
 /// How long start-up waits for the database (a container starting next to us).
 const STORE_WAIT: Duration = Duration::from_secs(30);
@@ -140,6 +140,15 @@ pub async fn start(settings: Settings, clock: Arc<dyn Clock>) -> anyhow::Result<
         state.store.clone(),
         shutdown.subscribe(),
     )));
+    if let Some(dir) = settings.checkpoint_dir.clone() {
+        tasks.push(tokio::spawn(audit::periodic::keep_checkpointing(
+            state.store.clone(),
+            state.tokens.clone(),
+            dir,
+            settings.checkpoint_every,
+            shutdown.subscribe(),
+        )));
+    }
 
     Ok(RunningApp {
         public_addr,

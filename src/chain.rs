@@ -18,6 +18,7 @@
 //! whitespace. PostgreSQL's `jsonb` reorders keys and drops whitespace, so links are
 //! always computed from a re-serialized `Value`, never from the text a database returns.
 
+use chrono::{DateTime, Utc};
 use cqrs_es::persist::SerializedEvent;
 use serde::ser::{SerializeMap, Serializer};
 use serde::Serialize;
@@ -137,6 +138,9 @@ pub enum Problem {
     Renumbered { written_as: u64 },
     /// No link on an event that follows chained events of the same key.
     ChainMissing,
+    /// No link on an event written after the store's first chained event (its `at` is
+    /// later, or unreadable): its link was removed, since legacy events predate the chain.
+    ChainStripped,
     /// The stored payload or metadata is not JSON (only SQLite can hold such text).
     Unreadable,
 }
@@ -149,6 +153,7 @@ impl Problem {
             Self::Deleted => "deleted",
             Self::Renumbered { .. } => "reordered",
             Self::ChainMissing => "chain_missing",
+            Self::ChainStripped => "chain_stripped",
             Self::Unreadable => "unreadable",
         }
     }
@@ -190,6 +195,10 @@ impl Broken {
             Problem::ChainMissing => format!(
                 "event {sequence} has no chain link although earlier events of this key have one"
             ),
+            Problem::ChainStripped => format!(
+                "event {sequence} has no chain link although it was written after this \
+                 store's first chained event: its link was removed"
+            ),
             Problem::Unreadable => format!("event {sequence} is not valid JSON"),
         };
         Self {
@@ -209,6 +218,11 @@ impl Broken {
 /// implied links are what the first chained event after them was hashed over, so editing
 /// them is caught there; a key whose history is all legacy is protected by nothing.
 /// A link missing after a chained event is [`Problem::ChainMissing`].
+///
+/// Stripping every link of a key would make it look all legacy; [`Verifier::finish`]
+/// catches that when the stripped events are later than the store's first chained event
+/// (legacy events were all written before the chain existed). Stripped events that are
+/// also backdated before it cannot be told from legacy ones here: a checkpoint can.
 #[derive(Debug)]
 pub struct Verifier {
     hasher: Hasher,
@@ -216,6 +230,10 @@ pub struct Verifier {
     expected: u64,
     previous: String,
     chained: bool,
+    /// The earliest time among each key's first chained event.
+    first_chained_at: Option<DateTime<Utc>>,
+    /// Each key's latest legacy event: (key, sequence, its `at` if readable).
+    legacy_heads: Vec<(String, u64, Option<DateTime<Utc>>)>,
     /// Events checked so far.
     pub events: u64,
     /// Of those, events without a link in a key's legacy prefix.
@@ -230,6 +248,8 @@ impl Default for Verifier {
             expected: 1,
             previous: GENESIS.to_owned(),
             chained: false,
+            first_chained_at: None,
+            legacy_heads: Vec::new(),
             events: 0,
             legacy: 0,
         }
@@ -252,18 +272,82 @@ impl Verifier {
         }
         let computed = self.hasher.link(&self.previous, &LinkInput::of(event));
         match stored_link(&event.metadata) {
-            Some(link) if link == computed => self.chained = true,
+            Some(link) if link == computed => {
+                if !self.chained {
+                    // Once per key: the store's chain began no later than this.
+                    if let Some(at) = written_at(&event.metadata) {
+                        self.first_chained_at =
+                            Some(self.first_chained_at.map_or(at, |first| first.min(at)));
+                    }
+                }
+                self.chained = true;
+            }
             Some(_) => return Err(Broken::new(&self.key, sequence, Problem::Edited)),
             None if self.chained => {
                 return Err(Broken::new(&self.key, sequence, Problem::ChainMissing))
             }
-            None => self.legacy += 1,
+            None => {
+                self.legacy += 1;
+                let at = written_at(&event.metadata);
+                match self.legacy_heads.last_mut() {
+                    Some(last) if last.0 == self.key => {
+                        last.1 = sequence;
+                        // One unreadable time makes the whole prefix unplaceable.
+                        last.2 = match (last.2, at) {
+                            (Some(a), Some(b)) => Some(a.max(b)),
+                            _ => None,
+                        };
+                    }
+                    _ => self.legacy_heads.push((self.key.clone(), sequence, at)),
+                }
+            }
         }
         self.previous = computed;
         self.expected += 1;
         self.events += 1;
         Ok(())
     }
+}
+
+impl Verifier {
+    /// After the last event: the first legacy event (by key) that cannot be legacy,
+    /// written after the store's first chained event (or with no readable time).
+    pub fn finish(&self) -> Option<Broken> {
+        let chain_began = self.first_chained_at?;
+        self.legacy_heads
+            .iter()
+            .find(|(_, _, at)| at.is_none_or(|at| at > chain_began))
+            .map(|(key, sequence, _)| Broken::new(key, *sequence, Problem::ChainStripped))
+    }
+
+    /// The key being checked.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// The link of the last event accepted, computed from its stored fields (for a
+    /// legacy event, the link it would have had).
+    pub fn last_link(&self) -> &str {
+        &self.previous
+    }
+
+    /// The current key's head so far: its last accepted sequence and that link.
+    pub fn head(&self) -> Option<crate::checkpoint::Head> {
+        (self.expected > 1 && !self.key.is_empty()).then(|| crate::checkpoint::Head {
+            client_key: self.key.clone(),
+            sequence: self.expected - 1,
+            link: self.previous.clone(),
+        })
+    }
+}
+
+/// An event's metadata `at`, if it is an RFC 3339 time.
+fn written_at(metadata: &Value) -> Option<DateTime<Utc>> {
+    metadata
+        .get("at")
+        .and_then(Value::as_str)
+        .and_then(|at| DateTime::parse_from_rfc3339(at).ok())
+        .map(|at| at.with_timezone(&Utc))
 }
 
 /// Longest history [`diagnose`] searches (it tries every position against every link).
@@ -511,6 +595,80 @@ mod tests {
         edited[0].payload = json!({"OriginsChanged": {"origins": []}});
         let broken = verify(&edited).expect_err("the chained event 3 seals events 1 and 2");
         assert_eq!((broken.sequence, broken.problem), (3, Problem::Edited));
+    }
+
+    /// `history` with every event's `at` set `minutes` minutes after midnight, re-linked.
+    fn history_at(key: &str, len: u64, legacy: u64, minutes: u32) -> Vec<SerializedEvent> {
+        let mut events = history(key, len, legacy);
+        let mut hasher = Hasher::default();
+        let mut previous = GENESIS.to_owned();
+        for event in &mut events {
+            let chained = stored_link(&event.metadata).is_some();
+            event.metadata["at"] = json!(format!("2026-12-01T00:{minutes:02}:00Z"));
+            event
+                .metadata
+                .as_object_mut()
+                .expect("object")
+                .remove(CHAIN_FIELD);
+            previous = hasher.link(&previous, &LinkInput::of(event));
+            if chained {
+                event.metadata[CHAIN_FIELD] = json!(previous);
+            }
+        }
+        events
+    }
+
+    fn verify_and_finish(events: &[SerializedEvent]) -> Result<Verifier, Broken> {
+        let verifier = verify(events)?;
+        match verifier.finish() {
+            Some(broken) => Err(broken),
+            None => Ok(verifier),
+        }
+    }
+
+    #[test]
+    fn a_key_stripped_of_every_link_after_the_chain_began_is_reported() {
+        // ck_a chained at 00:01; ck_b's events have no link but were written at 00:05.
+        let mut events = history_at("ck_a", 2, 0, 1);
+        events.extend(history_at("ck_b", 3, 3, 5));
+        let broken = verify_and_finish(&events).expect_err("stripped");
+        assert_eq!(
+            (
+                broken.client_key_id.as_str(),
+                broken.sequence,
+                broken.problem
+            ),
+            ("ck_b", 3, Problem::ChainStripped)
+        );
+
+        // The same legacy key written before the chain began is accepted, counted.
+        let mut events = history_at("ck_a", 2, 0, 5);
+        events.extend(history_at("ck_b", 3, 3, 1));
+        let verifier = verify_and_finish(&events).expect("legacy, not stripped");
+        assert_eq!(verifier.legacy, 3);
+
+        // A legacy key with no readable time cannot be placed before the chain.
+        let mut events = history_at("ck_a", 2, 0, 1);
+        let mut legacy = history_at("ck_b", 1, 1, 0);
+        legacy[0].metadata["at"] = json!("yesterday");
+        events.extend(legacy);
+        assert_eq!(
+            verify_and_finish(&events).expect_err("unplaceable").problem,
+            Problem::ChainStripped
+        );
+
+        // A store with no chained event at all has nothing to compare against.
+        assert!(verify_and_finish(&history_at("ck_b", 3, 3, 5)).is_ok());
+    }
+
+    #[test]
+    fn the_head_is_the_last_sequence_with_its_computed_link() {
+        let events = history("ck_a", 3, 1);
+        let verifier = verify(&events).expect("intact");
+        let head = verifier.head().expect("a head");
+        assert_eq!((head.client_key.as_str(), head.sequence), ("ck_a", 3));
+        assert_eq!(Some(head.link.as_str()), stored_link(&events[2].metadata));
+        assert_eq!(head.link, implied_head(&events));
     }
 
     #[test]

@@ -47,6 +47,12 @@ pub struct Settings {
     /// The connection deadlines of API.md "Operating contract". Not environment
     /// variables: the contract fixes them; tests shorten them to stay fast.
     pub timeouts: ConnectionTimeouts,
+    /// Where this node writes a signed audit checkpoint at start and then every
+    /// `checkpoint_every` (`WIDGET_AUTH_CHECKPOINT_DIR`; unset: none written), for
+    /// operators to ship off the machine.
+    pub checkpoint_dir: Option<PathBuf>,
+    /// `WIDGET_AUTH_CHECKPOINT_MINUTES`, 1 to 10080 (a week), default 60.
+    pub checkpoint_every: std::time::Duration,
 }
 
 /// How long a client may take, per connection (API.md "Operating contract").
@@ -174,6 +180,21 @@ impl Settings {
                 0..=3600,
             )?),
             timeouts: ConnectionTimeouts::default(),
+            checkpoint_dir: get("WIDGET_AUTH_CHECKPOINT_DIR").map(PathBuf::from),
+            checkpoint_every: match get("WIDGET_AUTH_CHECKPOINT_MINUTES") {
+                None => std::time::Duration::from_secs(60 * 60),
+                Some(value) => value
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|n| (1..=10_080).contains(n))
+                    .map(|minutes| std::time::Duration::from_secs(minutes * 60))
+                    .ok_or_else(|| ConfigError {
+                        variable: "WIDGET_AUTH_CHECKPOINT_MINUTES",
+                        problem: format!(
+                            "must be a number of minutes from 1 to 10080, not `{value}`"
+                        ),
+                    })?,
+            },
         })
     }
 }
@@ -380,6 +401,30 @@ mod tests {
                 .as_deref(),
             Some("admin-token-value-long-enough-for-32")
         );
+    }
+
+    #[test]
+    fn checkpoints_are_written_only_with_a_dir_and_every_hour_unless_told() {
+        let defaults = settings(&[]).expect("valid");
+        assert_eq!(defaults.checkpoint_dir, None);
+        assert_eq!(defaults.checkpoint_every.as_secs(), 3600);
+        let set = settings(&[
+            ("WIDGET_AUTH_CHECKPOINT_DIR", "/var/lib/checkpoints"),
+            ("WIDGET_AUTH_CHECKPOINT_MINUTES", "15"),
+        ])
+        .expect("valid");
+        assert_eq!(
+            set.checkpoint_dir.as_deref(),
+            Some(std::path::Path::new("/var/lib/checkpoints"))
+        );
+        assert_eq!(set.checkpoint_every.as_secs(), 900);
+        for bad in ["0", "10081", "often"] {
+            let err = settings(&[("WIDGET_AUTH_CHECKPOINT_MINUTES", bad)]).expect_err(bad);
+            assert!(
+                err.to_string().contains("WIDGET_AUTH_CHECKPOINT_MINUTES"),
+                "{err}"
+            );
+        }
     }
 
     #[test]

@@ -19,6 +19,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::audit::{self, KeyHistory, Point, StateAt};
+use crate::checkpoint::Checkpoint;
 use crate::config::{Settings, SIGNING_KEY_FILE};
 use crate::store::Store;
 use crate::tokens::SigningKeys;
@@ -59,8 +60,15 @@ enum AuditCommand {
         /// The JWT.
         token: String,
     },
-    /// Check the tamper-evidence chain over the whole store.
-    Verify,
+    /// Check the tamper-evidence chain over the whole store, or (with --checkpoint) that
+    /// the store still extends a checkpoint kept outside it.
+    Verify {
+        /// A checkpoint printed by `audit checkpoint` (or GET /internal/v1/audit/checkpoint).
+        #[arg(long, value_name = "FILE")]
+        checkpoint: Option<std::path::PathBuf>,
+    },
+    /// Print a signed checkpoint of every key's head (JSON), to keep outside the database.
+    Checkpoint,
     /// A client key's history for archiving, one JSON object per line.
     Export {
         key: String,
@@ -134,7 +142,47 @@ async fn open_existing_store(settings: &Settings) -> anyhow::Result<Store> {
 async fn command(store: &Store, settings: &Settings, args: &AuditArgs) -> anyhow::Result<Answer> {
     let json = args.json;
     match &args.command {
-        AuditCommand::Verify => {
+        AuditCommand::Verify {
+            checkpoint: Some(path),
+        } => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading the checkpoint {}", path.display()))?;
+            let checkpoint: Checkpoint = serde_json::from_str(&text)
+                .with_context(|| format!("{} is not a checkpoint", path.display()))?;
+            checkpoint
+                .check_form()
+                .with_context(|| format!("{} is not a checkpoint", path.display()))?;
+            let keys = signing_keys(settings)?;
+            let bar = progress_bar(None, "verifying against the checkpoint");
+            let report = audit::verify_checkpoint(store, &keys, checkpoint).await?;
+            bar.finish_and_clear();
+            let output = if json {
+                line(&report)?
+            } else {
+                text::checkpoint_verify(&report)
+            };
+            Ok(if report.intact() {
+                Answer::ok(output)
+            } else {
+                Answer::failed(output)
+            })
+        }
+        AuditCommand::Checkpoint => {
+            let keys = signing_keys(settings)?;
+            let bar = progress_bar(Some(store.count_events().await?), "checkpointing");
+            let taken = audit::checkpoint(store, &keys, Utc::now()).await;
+            bar.finish_and_clear();
+            match taken {
+                Ok(checkpoint) => Ok(Answer::ok(line(&checkpoint)?)),
+                Err(audit::CheckpointError::Store(err)) => Err(err.into()),
+                Err(refused) => Ok(Answer::failed(if json {
+                    line(&serde_json::json!({ "error": refused.to_string() }))?
+                } else {
+                    format!("{refused}\n")
+                })),
+            }
+        }
+        AuditCommand::Verify { checkpoint: None } => {
             let total = store.count_events().await?;
             let bar = progress_bar(Some(total), "verifying");
             let report = audit::verify(store, |n| bar.set_position(n)).await?;
@@ -203,13 +251,7 @@ async fn command(store: &Store, settings: &Settings, args: &AuditArgs) -> anyhow
             })
         }
         AuditCommand::Token { token } => {
-            let path = settings
-                .signing_key_file
-                .clone()
-                .unwrap_or_else(|| settings.data_dir.join(SIGNING_KEY_FILE));
-            let keys = SigningKeys::load(&path).context(
-                "loading the signing keys (WIDGET_AUTH_SIGNING_KEY_FILE or <data dir>/signing-key.pem)",
-            )?;
+            let keys = signing_keys(settings)?;
             match audit::token_report(store, &keys, &settings.issuer, token.trim()).await {
                 Ok(report) => Ok(Answer::ok(if json {
                     line(&report)?
@@ -236,6 +278,17 @@ async fn command(store: &Store, settings: &Settings, args: &AuditArgs) -> anyhow
             Ok(Answer::ok(lines?))
         }
     }
+}
+
+/// The server's signing keys: they verify tokens and sign and verify checkpoints.
+fn signing_keys(settings: &Settings) -> anyhow::Result<SigningKeys> {
+    let path = settings
+        .signing_key_file
+        .clone()
+        .unwrap_or_else(|| settings.data_dir.join(SIGNING_KEY_FILE));
+    SigningKeys::load(&path).context(
+        "loading the signing keys (WIDGET_AUTH_SIGNING_KEY_FILE or <data dir>/signing-key.pem)",
+    )
 }
 
 async fn resolve(store: &Store, key: &str) -> anyhow::Result<Option<String>> {

@@ -32,6 +32,8 @@ use crate::store::EventMetadata;
 /// Admin bodies carry whole configs; still bounded so a bad client cannot exhaust memory.
 const ADMIN_BODY_LIMIT: usize = 64 * 1024;
 const MAX_PAGE: u64 = 1000;
+/// A checkpoint carries every key's head (about 130 bytes each): room for a million keys.
+const CHECKPOINT_BODY_LIMIT: usize = 160 * 1024 * 1024;
 
 /// The `/internal/v1` routes with their OpenAPI descriptions (the admin check is layered
 /// on in [`router`]: it needs the state, the document does not).
@@ -43,6 +45,13 @@ fn v1_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(client_key_events))
         .routes(routes!(client_key_state))
         .routes(routes!(verify_chain))
+        .routes(routes!(take_checkpoint))
+        .merge(
+            // A checkpoint carries every key's head: this one route takes large bodies.
+            OpenApiRouter::new()
+                .routes(routes!(verify_against_checkpoint))
+                .layer(axum::extract::DefaultBodyLimit::max(CHECKPOINT_BODY_LIMIT)),
+        )
 }
 
 /// Every internal route with its OpenAPI description: the one list the router and
@@ -657,6 +666,69 @@ async fn verify_chain(
             sequence = broken.sequence,
             problem = broken.problem.code(),
             "event chain broken"
+        );
+    }
+    Ok(Json(report))
+}
+
+/// A signed checkpoint of every key's head (the same code as `widget-auth audit
+/// checkpoint`). Refused with a 409 when the chain is already broken: a checkpoint must
+/// not vouch for a tampered history.
+#[utoipa::path(get, path = "/audit/checkpoint", tag = "audit",
+    summary = "A signed checkpoint committing to every client key's head now",
+    description = "`{format, at, events, keys, root, kid, signature, heads}`: keep it outside the database and verify the store against it later.",
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "The checkpoint", body = Object),
+        (status = 401, description = "Admin token missing or wrong", body = ErrorBody, headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
+        (status = 409, description = "`chain_broken`: the stored chain is already broken", body = ErrorBody),
+        (status = 503, description = "The store is unavailable", body = ErrorBody, headers(("Retry-After" = u32, description = "Seconds"))),
+    ))]
+async fn take_checkpoint(
+    State(state): State<AppState>,
+) -> Result<Json<crate::checkpoint::Checkpoint>, ApiError> {
+    let now = state.commands.services().now();
+    match audit::checkpoint(&state.store, &state.tokens, now).await {
+        Ok(checkpoint) => Ok(Json(checkpoint)),
+        Err(audit::CheckpointError::Store(err)) => Err(err.into()),
+        Err(refused @ audit::CheckpointError::Broken(_)) => {
+            tracing::warn!(error = %refused, "checkpoint refused");
+            Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "chain_broken",
+                refused.to_string(),
+            ))
+        }
+    }
+}
+
+/// The store checked against a checkpoint an auditor kept (the same code as `widget-auth
+/// audit verify --checkpoint`). Not intact is still a 200: the check itself worked.
+#[utoipa::path(post, path = "/audit/verify", tag = "audit",
+    summary = "Check the store against a checkpoint kept outside it",
+    description = "Intact only when the signature verifies and every key's history still passes through the checkpoint's sequence and link; `problems` names each key that does not.",
+    security(("admin_token" = [])),
+    request_body(content = Object, description = "A checkpoint from `GET /internal/v1/audit/checkpoint`", content_type = "application/json"),
+    responses(
+        (status = 200, description = "`{intact, problems: [{client_key, sequence, problem}], ...}`", body = Object),
+        (status = 400, description = "The body is not a checkpoint", body = ErrorBody),
+        (status = 401, description = "Admin token missing or wrong", body = ErrorBody, headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
+        (status = 413, description = "The body is too large", body = ErrorBody),
+        (status = 503, description = "The store is unavailable", body = ErrorBody, headers(("Retry-After" = u32, description = "Seconds"))),
+    ))]
+async fn verify_against_checkpoint(
+    State(state): State<AppState>,
+    JsonBody(checkpoint): JsonBody<crate::checkpoint::Checkpoint>,
+) -> Result<Json<audit::CheckpointReport>, ApiError> {
+    checkpoint
+        .check_form()
+        .map_err(|e| ApiError::bad_request(format!("invalid checkpoint: {e}")))?;
+    let report = audit::verify_checkpoint(&state.store, &state.tokens, checkpoint).await?;
+    if !report.intact() {
+        tracing::warn!(
+            problems = report.problems.len(),
+            checkpoint_at = %report.checkpoint_at,
+            "the store no longer extends the checkpoint"
         );
     }
     Ok(Json(report))

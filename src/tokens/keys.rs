@@ -12,7 +12,7 @@ use std::io::{self, Write as _};
 use std::path::Path;
 
 use aws_lc_rs::rand::SystemRandom;
-use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair as _};
+use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair as _, UnparsedPublicKey, ED25519};
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine as _;
 use bytes::Bytes;
@@ -24,7 +24,7 @@ use jsonwebtoken::DecodingKey;
 use pem::{EncodeConfig, LineEnding, Pem};
 
 use super::jwt::HeaderSegments;
-use super::SigningKeyError;
+use super::{CheckpointSignatureError, SigningKeyError, CHECKPOINT_CONTEXT};
 
 /// The only PEM label accepted, and the one written.
 const PRIVATE_KEY_LABEL: &str = "PRIVATE KEY";
@@ -143,6 +143,26 @@ impl SigningKeys {
             .find(|k| k.kid == kid)
     }
 
+    /// Signs a checkpoint's body with the active key, over [`CHECKPOINT_CONTEXT`] and then
+    /// `body`, never over bytes a caller chose alone. Returns the kid and the signature.
+    pub fn sign_checkpoint(&self, body: &[u8]) -> (&str, Vec<u8>) {
+        let signature = self.active.pair.sign(&checkpoint_message(body));
+        (&self.active.kid, signature.as_ref().to_vec())
+    }
+
+    /// Checks a signature [`SigningKeys::sign_checkpoint`] made, with the key `kid` names.
+    pub fn verify_checkpoint(
+        &self,
+        kid: &str,
+        body: &[u8],
+        signature: &[u8],
+    ) -> Result<(), CheckpointSignatureError> {
+        let key = self.key(kid).ok_or(CheckpointSignatureError::UnknownKid)?;
+        UnparsedPublicKey::new(&ED25519, key.pair.public_key().as_ref())
+            .verify(&checkpoint_message(body), signature)
+            .map_err(|_| CheckpointSignatureError::Invalid)
+    }
+
     fn from_file_contents(path: &Path, pem: &str) -> Result<Self, SigningKeyError> {
         Self::parse(pem, &format!("the signing key file {}", path.display()))
     }
@@ -205,6 +225,10 @@ impl Key {
             jwk,
         }
     }
+}
+
+fn checkpoint_message(body: &[u8]) -> Vec<u8> {
+    [CHECKPOINT_CONTEXT, body].concat()
 }
 
 /// Without this, a build where another crate also enables jsonwebtoken's `rust_crypto`
@@ -489,6 +513,58 @@ mod tests {
             assert_eq!(entry["kid"], kid.as_str());
         }
         assert_eq!(entries[0]["x"], keys.active.x().as_str());
+    }
+
+    #[test]
+    fn a_checkpoint_signature_verifies_only_for_its_body_and_its_kid() {
+        let keys = keys();
+        let (kid, signature) = keys.sign_checkpoint(b"at=x\n");
+        assert_eq!(kid, keys.active_kid());
+        let kid = kid.to_owned();
+        assert_eq!(keys.verify_checkpoint(&kid, b"at=x\n", &signature), Ok(()));
+        assert_eq!(
+            keys.verify_checkpoint(&kid, b"at=y\n", &signature),
+            Err(CheckpointSignatureError::Invalid)
+        );
+        let stranger =
+            SigningKeys::from_pem(&SigningKeys::generate_pem().expect("pem")).expect("key");
+        assert_eq!(
+            stranger.verify_checkpoint(&kid, b"at=x\n", &signature),
+            Err(CheckpointSignatureError::UnknownKid)
+        );
+        // Signed by the other listed key, under the active key's kid: refused.
+        let (_, other_signature) = stranger.sign_checkpoint(b"at=x\n");
+        assert_eq!(
+            keys.verify_checkpoint(&kid, b"at=x\n", &other_signature),
+            Err(CheckpointSignatureError::Invalid)
+        );
+    }
+
+    #[test]
+    fn a_checkpoint_signature_never_passes_as_a_jwt_nor_a_jwt_signature_as_a_checkpoint() {
+        let keys = keys();
+        let now = real_now();
+        let token = keys.mint(&claims(TokenKind::Session, now)).expect("mint");
+        let (signing_input, jwt_signature) = token.rsplit_once('.').expect("three parts");
+        let jwt_signature = URL_SAFE_NO_PAD.decode(jwt_signature).expect("base64url");
+
+        // A JWT's signature is not a checkpoint signature over the same bytes…
+        assert_eq!(
+            keys.verify_checkpoint(keys.active_kid(), signing_input.as_bytes(), &jwt_signature),
+            Err(CheckpointSignatureError::Invalid)
+        );
+        // …and a checkpoint signed over a token's exact signing input is no token.
+        let (_, checkpoint_signature) = keys.sign_checkpoint(signing_input.as_bytes());
+        let forged = format!(
+            "{signing_input}.{}",
+            URL_SAFE_NO_PAD.encode(&checkpoint_signature)
+        );
+        assert!(keys.verify(&forged, TokenKind::Session, ISS, now).is_err());
+        assert!(keys.verify(&token, TokenKind::Session, ISS, now).is_ok());
+        // The context line holds bytes no JWS signing input can: '/' and a newline.
+        assert!(CHECKPOINT_CONTEXT
+            .iter()
+            .any(|b| !(b.is_ascii_alphanumeric() || b"-_.".contains(b))));
     }
 
     #[test]

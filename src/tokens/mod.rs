@@ -25,6 +25,21 @@ mod test_support;
 
 pub use keys::SigningKeys;
 
+/// What every checkpoint signature is over before the checkpoint's own fields
+/// (`crate::checkpoint`): a line no JWS signing input (base64url and dots) can begin with,
+/// so a checkpoint signature never verifies as a token, nor a token's as a checkpoint.
+pub const CHECKPOINT_CONTEXT: &[u8] = b"widget-auth-checkpoint/1\n";
+
+/// Why a checkpoint signature was not accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum CheckpointSignatureError {
+    /// The `kid` is not among our keys (any more): the JWKS no longer lists it.
+    #[error("the checkpoint's signing key is not in the JWKS")]
+    UnknownKid,
+    #[error("the checkpoint's signature does not verify")]
+    Invalid,
+}
+
 /// Clock skew tolerated between the minting node and whoever verifies, in seconds.
 pub const LEEWAY_SECS: i64 = 5;
 

@@ -7,6 +7,7 @@ mod helpers;
 
 mod admin;
 mod audit;
+mod checkpoint;
 mod cli_keys;
 mod edge;
 mod group_commit;

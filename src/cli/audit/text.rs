@@ -5,7 +5,7 @@
 use chrono::{DateTime, SecondsFormat, Utc};
 use domain::KeyStatus;
 
-use crate::audit::{KeyHistory, RefreshFamily, TokenReport, VerifyReport};
+use crate::audit::{CheckpointReport, KeyHistory, RefreshFamily, TokenReport, VerifyReport};
 use crate::sessions::FamilyStanding;
 use crate::tokens::TokenKind;
 
@@ -28,6 +28,36 @@ pub(super) fn verify(report: &VerifyReport) -> String {
             b.message
         ),
     }
+}
+
+/// `audit verify --checkpoint`: the verdict, then one line per problem.
+pub(super) fn checkpoint_verify(report: &CheckpointReport) -> String {
+    let mut out = if report.intact() {
+        format!(
+            "intact: the store extends the checkpoint of {} ({} keys, signed by {}; {} \
+             keys created since, {} events read)\n",
+            report.checkpoint_at, report.keys, report.kid, report.new_keys, report.events
+        )
+    } else {
+        format!(
+            "NOT INTACT against the checkpoint of {} ({} problems):\n",
+            report.checkpoint_at,
+            report.problems.len()
+        )
+    };
+    for problem in &report.problems {
+        let place = match (&problem.client_key, problem.sequence) {
+            (Some(key), Some(sequence)) => format!("{key} sequence {sequence}"),
+            (Some(key), None) => key.clone(),
+            _ => "checkpoint".to_owned(),
+        };
+        out.push_str(&format!(
+            "  {place} ({}): {}\n",
+            problem.problem.code(),
+            problem.message
+        ));
+    }
+    out
 }
 
 /// `audit history`: a heading, then two lines per event (who, when, why; what changed).
@@ -210,6 +240,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use crate::audit::{CheckpointProblem, Finding, SignatureCheck};
     use crate::chain::{Broken, Problem};
 
     #[test]
@@ -243,6 +274,36 @@ mod tests {
             verify(&report),
             "intact, 5 events (2 legacy events written before the chain existed: only a \
              chained event after them in the same key protects them)"
+        );
+    }
+
+    #[test]
+    fn a_checkpoint_verdict_names_each_problem_with_its_key() {
+        let mut report = CheckpointReport {
+            checkpoint_at: "2026-12-01T00:00:00Z".to_owned(),
+            kid: "kid1".to_owned(),
+            signature: SignatureCheck::Valid,
+            keys: 3,
+            new_keys: 1,
+            events: 9,
+            problems: Vec::new(),
+        };
+        assert_eq!(
+            checkpoint_verify(&report),
+            "intact: the store extends the checkpoint of 2026-12-01T00:00:00Z (3 keys, signed \
+             by kid1; 1 keys created since, 9 events read)\n"
+        );
+        report.signature = SignatureCheck::UnknownKid;
+        report.problems = vec![CheckpointProblem {
+            client_key: Some("ck_1".to_owned()),
+            message: "gone".to_owned(),
+            problem: Finding::Missing,
+            sequence: Some(4),
+        }];
+        assert_eq!(
+            checkpoint_verify(&report),
+            "NOT INTACT against the checkpoint of 2026-12-01T00:00:00Z (1 problems):\n  \
+             ck_1 sequence 4 (missing): gone\n"
         );
     }
 
