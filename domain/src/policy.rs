@@ -148,6 +148,8 @@ pub(crate) struct RawPolicy {
     /// Absent in policies recorded before it existed: those load with the default.
     refresh_absolute_ttl_seconds: Option<u32>,
     guests_allowed: Option<bool>,
+    /// The abuse limits (API.md "Abuse limits"); a field left out keeps its default.
+    #[schema(inline)]
     limits: Option<RateLimits>,
 }
 
