@@ -58,10 +58,13 @@ pub struct Settings {
 /// How long a client may take, per connection (API.md "Operating contract").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConnectionTimeouts {
-    /// From the connection's first byte (or the previous response) to the end of the head.
+    /// From a new connection, or from the first byte of a later request, to the end of
+    /// that request's head.
     pub request_head: Duration,
     /// From the end of a request's head to its answer, the body included.
     pub whole_request: Duration,
+    /// How long a kept-alive connection may sit between an answer and the next request.
+    pub idle_keep_alive: Duration,
 }
 
 impl Default for ConnectionTimeouts {
@@ -69,6 +72,7 @@ impl Default for ConnectionTimeouts {
         Self {
             request_head: Duration::from_secs(10),
             whole_request: Duration::from_secs(30),
+            idle_keep_alive: Duration::from_secs(60),
         }
     }
 }
@@ -323,6 +327,7 @@ mod tests {
         assert_eq!(s.shutdown_grace, Duration::from_secs(10));
         assert_eq!(s.timeouts.request_head, Duration::from_secs(10));
         assert_eq!(s.timeouts.whole_request, Duration::from_secs(30));
+        assert_eq!(s.timeouts.idle_keep_alive, Duration::from_secs(60));
         let s = settings(&[
             ("WIDGET_AUTH_MAX_CONNECTIONS", "50"),
             ("WIDGET_AUTH_SHUTDOWN_GRACE_SECONDS", "0"),

@@ -6,10 +6,10 @@
 //! Built from hyper-util's server (the same one `axum::serve` uses, configured here
 //! because `axum::serve` exposes neither a timer nor the header timeout) and tower-http's
 //! timeout layer; this module only wires them together:
-//! - hyper's HTTP/1 `header_read_timeout` with a Tokio timer closes a connection whose
-//!   head is not complete in time. Hyper starts that clock whenever the connection waits
-//!   for a head, so an idle keep-alive connection is closed by the same deadline, well
-//!   inside the contract's 60 s;
+//! - hyper's HTTP/1 `header_read_timeout` with a Tokio timer closes a connection that
+//!   waits for a head longer than the keep-alive idle time (hyper starts that clock
+//!   whenever it waits for a head); [`head_deadline`], around the TCP stream, closes one
+//!   whose head, once begun (or since the connection opened), is not complete in time;
 //! - [`tower_http::timeout::TimeoutLayer`] bounds everything after the head, the body
 //!   included (its per-frame body timeout would let a trickled body run forever): 408;
 //! - HTTP/1 only: HTTP/2 without TLS (h2c, which no browser speaks) has no header timeout
@@ -40,6 +40,9 @@ use tower::ServiceExt as _;
 use tower_http::timeout::TimeoutLayer;
 
 use crate::config::{ConnectionTimeouts, Settings};
+
+mod head_deadline;
+use head_deadline::{HeadDeadline, Heads};
 
 /// What one listener enforces.
 #[derive(Debug, Clone, Copy)]
@@ -72,7 +75,7 @@ pub async fn serve(
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.timeouts.request_head);
+        .header_read_timeout(limits.timeouts.idle_keep_alive);
     let service = tower::ServiceBuilder::new()
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
@@ -107,9 +110,12 @@ pub async fn serve(
         };
         while connections.try_join_next().is_some() {}
         let _ = stream.set_nodelay(true);
+        let heads = Arc::new(Heads::default());
+        let stream = HeadDeadline::new(stream, heads.clone(), limits.timeouts.request_head);
         let service = service
             .clone()
             .map_request(move |request: Request<Incoming>| {
+                heads.parsed();
                 let mut request = request.map(Body::new);
                 request.extensions_mut().insert(ConnectInfo(peer));
                 request
