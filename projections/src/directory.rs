@@ -1,9 +1,14 @@
 //! The widget directory and the secret key index: every client key's view, reachable by
 //! id, by any public key it accepts and by the hash of any secret key it accepts.
 //!
-//! Reads are moka lookups. Writes (admin commands, replays, the cross-node feed) are
-//! serialised by one mutex, so a view's read-modify-write and its index updates never
-//! interleave with another write to the same key.
+//! The indexes are papaya maps: reads take no lock and write nothing shared (an epoch
+//! guard in thread-local state), which is what an index read on every public request and
+//! written only by admin changes wants. They were moka caches, whose every read records
+//! itself for an eviction policy this index must never apply: 1,100 instructions a lookup
+//! against papaya's 385 (callgrind, 100,000 keys; BENCHMARKS.md). Writes (admin
+//! commands, replays, the cross-node feed) are serialised by one mutex, so a view's
+//! read-modify-write and its index updates never interleave with another write to the
+//! same key.
 //!
 //! The indexes hold a key's [`Slot`], not its view: a change to a key swaps the view in
 //! its slot, and touches an index only when the set of accepted keys changed (creation,
@@ -16,7 +21,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use domain::aggregate::KeyState;
 use domain::{PublicKey, SecretKeyHash};
-use moka::sync::Cache;
+use papaya::HashMap;
 
 use crate::view::{ClientKeyView, StoredEvent};
 
@@ -72,10 +77,10 @@ impl InlineKey {
 
 #[derive(Debug)]
 pub struct Directory {
-    by_id: Cache<String, Arc<Slot>>,
-    by_public_key: Cache<InlineKey, Arc<Slot>>,
-    by_secret_hash: Cache<SecretKeyHash, Arc<Slot>>,
-    /// Ordered ids for admin paging; moka cannot iterate in order.
+    by_id: HashMap<String, Arc<Slot>>,
+    by_public_key: HashMap<InlineKey, Arc<Slot>>,
+    by_secret_hash: HashMap<SecretKeyHash, Arc<Slot>>,
+    /// Ordered ids for admin paging; a hash map cannot iterate in order.
     ids: RwLock<BTreeSet<String>>,
     writer: Mutex<()>,
     ready: AtomicBool,
@@ -88,13 +93,13 @@ impl Default for Directory {
 }
 
 impl Directory {
-    /// Unbounded caches: this is the read model, not a cache of it, so nothing may be
-    /// evicted (an evicted key would be a false 403).
+    /// Plain maps, not caches: this is the read model, not a cache of it, so nothing may
+    /// be evicted (an evicted key would be a false 403).
     pub fn new() -> Self {
         Self {
-            by_id: Cache::builder().build(),
-            by_public_key: Cache::builder().build(),
-            by_secret_hash: Cache::builder().build(),
+            by_id: HashMap::new(),
+            by_public_key: HashMap::new(),
+            by_secret_hash: HashMap::new(),
             ids: RwLock::new(BTreeSet::new()),
             writer: Mutex::new(()),
             ready: AtomicBool::new(false),
@@ -107,7 +112,7 @@ impl Directory {
             .writer
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let slot = self.by_id.get(stored.aggregate_id.as_str());
+        let slot = self.by_id.pin().get(stored.aggregate_id.as_str()).cloned();
         let current = slot.as_ref().map(|slot| slot.view());
         let have = current.as_ref().map_or(0, |view| view.version());
         if stored.sequence <= have {
@@ -147,7 +152,7 @@ impl Directory {
             .writer
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let slot = self.by_id.get(view.state().id.as_str());
+        let slot = self.by_id.pin().get(view.state().id.as_str()).cloned();
         if slot
             .as_ref()
             .is_some_and(|slot| slot.view().version() >= view.version())
@@ -170,7 +175,7 @@ impl Directory {
             None => {
                 let slot = Arc::new(Slot(RwLock::new(Arc::clone(&new))));
                 let id = new.state().id.as_str().to_owned();
-                self.by_id.insert(id.clone(), Arc::clone(&slot));
+                self.by_id.pin().insert(id.clone(), Arc::clone(&slot));
                 self.ids
                     .write()
                     .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -187,23 +192,25 @@ impl Directory {
             self.index_public_key(key, &slot);
         }
         for key in dropped.into_iter().filter_map(InlineKey::new) {
-            self.by_public_key.invalidate(&key);
+            self.by_public_key.pin().remove(&key);
         }
         let (added, dropped) = changes(
             old_state.into_iter().flat_map(secret_hashes),
             secret_hashes(new.state()),
         );
         for hash in added {
-            self.by_secret_hash.insert(hash, Arc::clone(&slot));
+            self.by_secret_hash.pin().insert(hash, Arc::clone(&slot));
         }
         for hash in dropped {
-            self.by_secret_hash.invalidate(&hash);
+            self.by_secret_hash.pin().remove(&hash);
         }
     }
 
     fn index_public_key(&self, key: &str, slot: &Arc<Slot>) {
         match InlineKey::new(key) {
-            Some(inline) => self.by_public_key.insert(inline, Arc::clone(slot)),
+            Some(inline) => {
+                self.by_public_key.pin().insert(inline, Arc::clone(slot));
+            }
             // Unreachable for a parsed `PublicKey`; logged rather than trusted.
             None => tracing::error!(
                 len = key.len(),
@@ -213,19 +220,19 @@ impl Directory {
     }
 
     pub fn by_id(&self, id: &str) -> Option<Shared> {
-        self.by_id.get(id).map(|slot| slot.view())
+        self.by_id.pin().get(id).map(|slot| slot.view())
     }
 
     /// The key that has (or recently had) this public key. The caller checks the grace
     /// window against its clock with [`domain::aggregate::KeyState::accepts_public_key`].
     pub fn by_public_key(&self, public_key: &str) -> Option<Shared> {
         let key = InlineKey::new(public_key)?;
-        self.by_public_key.get(&key).map(|slot| slot.view())
+        self.by_public_key.pin().get(&key).map(|slot| slot.view())
     }
 
     /// The key whose current or previous secret key has this hash.
     pub fn by_secret_hash(&self, hash: &SecretKeyHash) -> Option<Shared> {
-        self.by_secret_hash.get(hash).map(|slot| slot.view())
+        self.by_secret_hash.pin().get(hash).map(|slot| slot.view())
     }
 
     /// Views in id order, strictly after `after`, at most `limit`.
