@@ -3,6 +3,8 @@
 // is described against the state before it. The service's own `/state` is what the
 // "state then" panel shows; this fold only says what differs between neighbours.
 
+import { when, whenSeconds } from './dom.js';
+
 /** `{a: {b: 1}}` → `{'a.b': 1}`. */
 export function flatten(value, prefix = '', out = {}) {
   if (value && typeof value === 'object' && !Array.isArray(value)) {
@@ -76,8 +78,9 @@ export function step(before, event) {
       changes.push({ kind: 'list', label: 'Origins', added: p.origins || [], removed: [] });
       changes.push({ kind: 'note', label: 'Public key', text: p.public_key });
       if (p.secret_key) changes.push({ kind: 'note', label: 'Secret key', text: `…${p.secret_key.last_four}` });
-      changes.push({ kind: 'fields', label: 'Config', fields: changedFields({}, p.config) });
-      changes.push({ kind: 'fields', label: 'Policy', fields: changedFields({}, p.token_policy) });
+      // Every field is new here: shown folded, so the timeline stays readable.
+      changes.push({ kind: 'fields', label: 'Config', folded: true, fields: changedFields({}, p.config) });
+      changes.push({ kind: 'fields', label: 'Policy', folded: true, fields: changedFields({}, p.token_policy) });
       break;
     case 'OriginsChanged': {
       const { added, removed } = listChange(before.origins, p.origins);
@@ -97,20 +100,20 @@ export function step(before, event) {
       const old = (p.previous && p.previous.last_four) || before.secretLastFour;
       state.secretLastFour = p.secret_key && p.secret_key.last_four;
       changes.push({ kind: 'fields', label: 'Secret key', fields: [{ field: 'secret key', from: old ? `…${old}` : undefined, to: `…${state.secretLastFour}` }] });
-      changes.push({ kind: 'note', label: 'Grace', text: `the old one works until ${p.previous_valid_until}` });
+      changes.push({ kind: 'note', label: 'Grace', text: `the old one works until ${when(p.previous_valid_until)}` });
       break;
     }
     case 'PublicKeyRotated':
       state.publicKey = p.public_key;
       changes.push({ kind: 'fields', label: 'Public key', fields: [{ field: 'public key', from: p.previous || before.publicKey, to: p.public_key }] });
-      changes.push({ kind: 'note', label: 'Grace', text: `the old one works until ${p.previous_valid_until}` });
+      changes.push({ kind: 'note', label: 'Grace', text: `the old one works until ${when(p.previous_valid_until)}` });
       break;
     case 'PreviousKeysExpired':
       changes.push({ kind: 'note', label: 'Keys', text: 'every previous public and secret key stopped working' });
       break;
     case 'SessionsRevoked': {
       const whose = p.user_id ? `of user ${p.user_id}` : 'of every visitor';
-      const at = p.issued_at_or_before === undefined ? '' : ` issued at or before ${new Date(p.issued_at_or_before * 1000).toISOString().replace('.000', '')}`;
+      const at = p.issued_at_or_before === undefined ? '' : ` issued at or before ${whenSeconds(p.issued_at_or_before)}`;
       changes.push({ kind: 'note', label: 'Sessions', text: `tokens ${whose}${at} can no longer be refreshed or exchanged` });
       break;
     }

@@ -34,6 +34,11 @@ function badge(status) {
   return h('span', { class: `badge ${status === 'active' ? 'good' : 'danger'}` }, status);
 }
 
+/** `3 keys`, `1 key`. */
+function count(n, noun) {
+  return `${n} ${noun}${n === 1 ? '' : 's'}`;
+}
+
 function lines(text) {
   return text.split('\n').map((line) => line.trim()).filter(Boolean);
 }
@@ -83,7 +88,7 @@ export async function keysView(main, ctx) {
   const search = h('input', { type: 'search', name: 'search', autocomplete: 'off', placeholder: 'Acme, ck_\u2026, pk_live_\u2026' });
   const status = h('select', { name: 'status' },
     h('option', { value: '' }, 'Any status'), h('option', { value: 'active' }, 'Active'), h('option', { value: 'disabled' }, 'Disabled'));
-  const count = h('p', { class: 'hint', role: 'status', 'aria-live': 'polite' });
+  const counter = h('p', { class: 'hint', role: 'status', 'aria-live': 'polite' });
   const body = h('tbody', {});
   const table = h('table', { class: 'keys' },
     h('caption', { class: 'visually-hidden' }, 'Client keys'),
@@ -98,7 +103,7 @@ export async function keysView(main, ctx) {
       const names = [key.name, key.id, key.public_key, ...(key.previous_public_keys || []).map((p) => p.public_key)];
       return names.some((n) => String(n || '').toLowerCase().includes(term));
     });
-    count.textContent = `${shown.length} of ${keys.length} key${keys.length === 1 ? '' : 's'}`;
+    counter.textContent = `${shown.length} of ${count(keys.length, 'key')}`;
     replace(body, shown.map((key) => h('tr', {},
       h('td', {}, h('a', { href: `#/keys/${key.id}` }, key.name)),
       h('td', {}, h('code', {}, key.id)),
@@ -129,7 +134,7 @@ export async function keysView(main, ctx) {
     h('div', { class: 'toolbar' },
       field('Search by name, id or public key', search),
       field('Status', status),
-      count),
+      counter),
     h('div', { class: 'table-wrap' }, table));
   draw();
   search.focus();
@@ -505,13 +510,14 @@ function renderChange(change) {
   }
   if (change.kind === 'fields') {
     const show = (v) => (v === undefined ? '(none)' : v === null ? '(default)' : String(v));
-    return h('div', { class: 'change' }, h('span', { class: 'change-label' }, change.label),
-      change.fields.length
-        ? h('ul', { class: 'diff' }, change.fields.map((f) => h('li', { class: 'changed' },
-          h('code', { class: 'field-name' }, f.field), ' ',
-          f.from === undefined ? null : [h('del', {}, show(f.from)), ' \u2192 '],
-          h('ins', {}, show(f.to)))))
-        : h('span', { class: 'hint' }, 'no change'));
+    const list = h('ul', { class: 'diff' }, change.fields.map((f) => h('li', { class: 'changed' },
+      h('code', { class: 'field-name' }, f.field), ' ',
+      f.from === undefined ? null : [h('del', {}, show(f.from)), ' \u2192 '],
+      h('ins', {}, show(f.to)))));
+    let shown = list;
+    if (!change.fields.length) shown = h('span', { class: 'hint' }, 'no change');
+    else if (change.folded) shown = h('details', {}, h('summary', {}, `${change.fields.length} fields`), list);
+    return h('div', { class: 'change' }, h('span', { class: 'change-label' }, change.label), shown);
   }
   return h('div', { class: 'change' }, h('span', { class: 'change-label' }, change.label), h('span', {}, change.text));
 }
@@ -605,8 +611,8 @@ export async function historyView(main, id) {
         h('h2', { id: 'timeline-title' }, 'Timeline'),
         timeline, timelineRegion, more),
       h('aside', { class: 'side', 'aria-label': 'State then and integrity' },
-        h('section', { class: 'card' }, h('h2', {}, 'Pick a moment'), momentForm),
         statePanel,
+        h('section', { class: 'card' }, h('h2', {}, 'Or pick a moment'), momentForm),
         integrityCards())));
   await loadPage();
 }
@@ -621,11 +627,11 @@ function integrityCards() {
     try {
       const report = await call('GET', '/audit/verify');
       if (report.intact) {
-        say(chainRegion, 'ok', h('strong', {}, 'Intact. '), `All ${report.events} events match their chain links`,
+        say(chainRegion, 'ok', h('strong', {}, 'Intact. '), `${report.events === 1 ? 'The 1 event matches its chain link' : `All ${report.events} events match their chain links`}`,
           report.legacy_events ? ` (${report.legacy_events} written before the chain existed).` : '.');
       } else {
         const b = report.broken || {};
-        say(chainRegion, 'error', h('strong', {}, 'Broken. '), `${b.message || b.problem} \u2014 key ${b.client_key_id}, event ${b.sequence} (${b.problem}); ${report.events} events checked before it.`);
+        say(chainRegion, 'error', h('strong', {}, 'Broken. '), `${b.message || b.problem} \u2014 key ${b.client_key_id}, event ${b.sequence} (${b.problem}); ${count(report.events, 'event')} checked before it.`);
       }
     } catch (error) {
       say(chainRegion, 'error', problem(error));
@@ -650,7 +656,7 @@ function integrityCards() {
     say(checkpointRegion, 'busy', 'Checking the store against the checkpoint\u2026');
     try {
       const report = await call('POST', '/audit/verify', text, { raw: true });
-      const summary = `Checkpoint of ${when(report.checkpoint_at)}: ${report.keys} keys, ${report.events} events; signature ${report.signature.replace('_', ' ')}${report.new_keys ? `; ${report.new_keys} keys created since` : ''}.`;
+      const summary = `Checkpoint of ${when(report.checkpoint_at)}: ${count(report.keys, 'key')}, ${count(report.events, 'event')}; signature ${report.signature.replace('_', ' ')}${report.new_keys ? `; ${count(report.new_keys, 'key')} created since` : ''}.`;
       if (report.intact) {
         say(checkpointRegion, 'ok', h('strong', {}, 'Intact. '), `The store still extends it. ${summary}`);
       } else {
@@ -671,7 +677,7 @@ function integrityCards() {
       const checkpoint = await call('GET', '/audit/checkpoint');
       const text = JSON.stringify(checkpoint, null, 2);
       const link = h('a', { href: URL.createObjectURL(new Blob([text], { type: 'application/json' })), download: `checkpoint-${checkpoint.at}.json` }, 'Download it');
-      say(takeRegion, 'ok', `Signed checkpoint of ${when(checkpoint.at)} (${checkpoint.keys} keys, ${checkpoint.events} events). `, link, ' and keep it outside the database.');
+      say(takeRegion, 'ok', `Signed checkpoint of ${when(checkpoint.at)} (${count(checkpoint.keys, 'key')}, ${count(checkpoint.events, 'event')}). `, link, ' and keep it outside the database.');
     } catch (error) {
       say(takeRegion, 'error', problem(error));
     }

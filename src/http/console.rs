@@ -71,8 +71,8 @@ const PAGE: &str = include_str!("../../assets/console/index.html");
 /// The page and its assets, with their OpenAPI descriptions.
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
-        .routes(routes!(page))
-        .routes(routes!(asset))
+        .routes(routes!(console_page))
+        .routes(routes!(console_asset))
 }
 
 fn secured(mut response: Response) -> Response {
@@ -94,13 +94,15 @@ fn secured(mut response: Response) -> Response {
     response
 }
 
+// Handler names are the OpenAPI operation ids: `page` and `asset` belong to `/docs`.
+
 /// The operator and auditor console (no token needed: the page holds only code; it asks
 /// for the admin token and sends it only to `/internal/v1`).
 #[utoipa::path(get, path = "/console", tag = "operations",
     responses((status = 200, description = "The console page", content_type = "text/html", body = String, headers(
         ("Content-Security-Policy" = String, description = "Only this listener's own URLs, no inline script"),
         ("Cache-Control" = String, description = "`no-cache`")))))]
-async fn page() -> Response {
+async fn console_page() -> Response {
     secured(
         (
             [
@@ -143,7 +145,7 @@ enum ConsoleAsset {
             (String = "text/css")), headers(("Cache-Control" = String))),
         (status = 404, description = "No such file", body = ErrorBody),
     ))]
-async fn asset(Path(name): Path<String>) -> Response {
+async fn console_asset(Path(name): Path<String>) -> Response {
     match ASSETS.iter().find(|(file, _, _)| *file == name) {
         Some((_, content_type, bytes)) => secured(
             (
@@ -192,7 +194,10 @@ mod tests {
     fn the_page_loads_only_its_own_assets() {
         assert!(PAGE.contains("/console/console.css"));
         assert!(PAGE.contains("/console/app.js"));
-        assert!(!PAGE.contains("http"), "the page must not name another host");
+        assert!(
+            !PAGE.contains("http"),
+            "the page must not name another host"
+        );
         assert!(!PAGE.contains("<script>"), "no inline script");
         assert!(!PAGE.contains("style="), "no inline style");
         for (name, _, bytes) in ASSETS {

@@ -48,7 +48,10 @@ async fn the_console_is_served_without_a_token_under_a_strict_policy() {
     assert_eq!(get("script-src"), Some("'self'"), "{csp}");
     assert_eq!(get("connect-src"), Some("'self'"), "{csp}");
     assert_eq!(get("frame-ancestors"), Some("'none'"), "{csp}");
-    assert!(!csp.contains("unsafe"), "no inline or eval allowance: {csp}");
+    assert!(
+        !csp.contains("unsafe"),
+        "no inline or eval allowance: {csp}"
+    );
     let body = page.text().await.expect("body");
     assert!(body.contains("<script type=\"module\" src=\"/console/app.js\"></script>"));
 

@@ -51,6 +51,11 @@ function assertOnlyInternal(requests) {
 async function screenshot(page, name) {
   if (!process.env.UPDATE_SCREENSHOT) return;
   const file = path.join(REPO, 'docs', name);
+  await page.evaluate(() => {
+    document.activeElement?.blur();
+    window.scrollTo(0, 0);
+    for (const side of document.querySelectorAll('.side')) side.scrollTop = 0;
+  });
   await page.screenshot({ path: file, fullPage: false });
   assert.equal(fs.readFileSync(file).subarray(1, 4).toString(), 'PNG');
 }
@@ -124,14 +129,6 @@ test('an operator signs in with the fragment, finds a key, changes it, and an au
   assert.deepEqual(await page.locator('[data-field="origins"] li').allInnerTexts(),
     ['https://acme.test', 'https://shop.acme.test']);
 
-  // An invalid origin: the service's sentence, shown as it is; nothing changes.
-  await origins.getByLabel('Origins').fill('https://*.co.uk');
-  await origins.getByRole('button', { name: 'Change origins' }).click();
-  const refusal = origins.getByRole('alert');
-  await refusal.waitFor();
-  assert.match(await refusal.innerText(), /\*\.co\.uk.*HTTP 400/s);
-  assert.equal((await service.admin('GET', `/internal/v1/client-keys/${key.id}`)).version, 2);
-
   // The preview follows the config form before anything is saved.
   const config = page.getByRole('form', { name: 'Widget config' });
   await config.getByLabel('Primary colour').fill('#7C3AED');
@@ -147,6 +144,14 @@ test('an operator signs in with the fragment, finds a key, changes it, and an au
   assert.match(await page.getByText(/Unsaved changes/).innerText(), /Unsaved/);
   assert.equal((await service.admin('GET', `/internal/v1/client-keys/${key.id}`)).config.copy.title, 'Acme Support');
   await screenshot(page, 'console-key.png');
+  // An invalid origin: the service's sentence, shown as it is; nothing changes.
+  await origins.getByLabel('Origins').fill('https://*.co.uk');
+  await origins.getByRole('button', { name: 'Change origins' }).click();
+  const refusal = origins.getByRole('alert');
+  await refusal.waitFor();
+  assert.match(await refusal.innerText(), /\*\.co\.uk.*HTTP 400/s);
+  assert.equal((await service.admin('GET', `/internal/v1/client-keys/${key.id}`)).version, 2);
+
   await config.getByLabel(/Reason/).fill('spring rebrand');
   await config.getByRole('button', { name: 'Save config' }).click();
   await page.getByText('Widget config updated: now version 3.').waitFor();
@@ -209,6 +214,7 @@ test('an operator signs in with the fragment, finds a key, changes it, and an au
   assert.match(await then.locator('[data-preview="widget"]').getAttribute('class'), /bottom-left/);
   assert.deepEqual(await then.locator('[data-field="origins"] li').allInnerTexts(),
     ['https://acme.test', 'https://shop.acme.test']);
+  await screenshot(page, 'console-history.png');
   // And after event 1, before the origin was added.
   await events.nth(0).getByRole('button', { name: 'State after #1' }).click();
   await then.getByRole('heading', { name: 'State after event #1' }).waitFor();
@@ -230,7 +236,6 @@ test('an operator signs in with the fragment, finds a key, changes it, and an au
   await form.getByLabel('Checkpoint JSON').fill(JSON.stringify(checkpoint));
   await form.getByRole('button', { name: 'Check against the checkpoint' }).click();
   await form.getByText(/Intact\. The store still extends it\..*3 keys, 6 events; signature valid/).waitFor();
-  await screenshot(page, 'console-history.png');
   // An edited checkpoint: not intact, the problem listed.
   const edited = { ...checkpoint, events: checkpoint.events + 1 };
   await form.getByLabel('Checkpoint JSON').fill(JSON.stringify(edited));
@@ -289,6 +294,18 @@ test('creating a key shows its secret key once and opens the new key', async () 
     ['https://umbrella.test', 'https://*.umbrella.test']);
   // Without a config, the agent's name is the key's name, in the preview too.
   assert.equal(await page.locator('.side [data-preview="agent"]').innerText(), 'Umbrella Corp');
+
+  // Someone else changes the key meanwhile: the page's command is refused (409), not
+  // applied over their change, and says so.
+  const id = (await page.locator('.facts code').first().innerText()).trim();
+  await service.command(id, { type: 'change_origins', origins: ['https://umbrella.test'], reason: 'from the CLI' });
+  const origins = page.getByRole('form', { name: 'Allowed origins' });
+  await origins.getByLabel('Origins').fill('https://umbrella.test\nhttps://shop.umbrella.test');
+  await origins.getByRole('button', { name: 'Change origins' }).click();
+  const conflict = origins.getByRole('alert');
+  await conflict.waitFor();
+  assert.match(await conflict.innerText(), /HTTP 409, version_conflict/);
+  assert.deepEqual((await service.admin('GET', `/internal/v1/client-keys/${id}`)).origins, ['https://umbrella.test']);
   assertOnlyInternal(requests);
   await context.close();
 });
