@@ -7,6 +7,7 @@
 const assert = require('node:assert/strict');
 const fs = require('node:fs');
 const path = require('node:path');
+const { execFileSync } = require('node:child_process');
 const { test, before, after } = require('node:test');
 const { chromium } = require('playwright-core');
 const { CHROMIUM, REPO, startService } = require('./harness');
@@ -306,6 +307,28 @@ test('creating a key shows its secret key once and opens the new key', async () 
   await conflict.waitFor();
   assert.match(await conflict.innerText(), /HTTP 409, version_conflict/);
   assert.deepEqual((await service.admin('GET', `/internal/v1/client-keys/${id}`)).origins, ['https://umbrella.test']);
+  assertOnlyInternal(requests);
+  await context.close();
+});
+
+test('an event edited in the database shows the chain as broken, naming the key and event', async () => {
+  const key = await service.createKey({ name: 'Hooli', origins: ['https://hooli.test'] });
+  await service.command(key.id, { type: 'change_origins', origins: ['https://hooli.test', 'https://www.hooli.test'] });
+  // Someone with write access to the store widens the allowlist behind the service's back.
+  execFileSync('python3', ['-c', `
+import sqlite3, sys
+db = sqlite3.connect(sys.argv[1])
+db.execute("UPDATE events SET payload = json_set(payload, '$.OriginsChanged.origins', json('[\\"https://evil.test\\"]')) WHERE aggregate_id = ? AND sequence = 2", (sys.argv[2],))
+db.commit()
+`, service.database, key.id]);
+  const { context, page, requests } = await open(`#token=${service.adminToken}`);
+  await page.getByRole('link', { name: 'Audit' }).click();
+  await page.getByRole('button', { name: 'Check the chain' }).click();
+  const verdict = page.getByRole('alert');
+  await verdict.waitFor();
+  const text = await verdict.innerText();
+  assert.match(text, /^Broken\./);
+  assert.ok(text.includes(`key ${key.id}, event 2 (edited)`), text);
   assertOnlyInternal(requests);
   await context.close();
 });
