@@ -63,6 +63,7 @@ fn routes(v1: OpenApiRouter<AppState>) -> OpenApiRouter<AppState> {
         .routes(routes!(render_metrics))
         .routes(routes!(openapi_json))
         .merge(super::docs::routes())
+        .merge(super::console::routes())
 }
 
 /// The internal listener's OpenAPI document.
@@ -136,7 +137,7 @@ async fn render_metrics(State(state): State<AppState>) -> Response {
 }
 
 /// Every request under `/internal/v1` needs the admin token, whether or not its path
-/// names an endpoint; probes, metrics and docs outside it need none.
+/// names an endpoint; probes, metrics, docs and the console outside it need none.
 async fn require_admin(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let path = request.uri().path();
     let guarded = path

@@ -2,6 +2,7 @@
 //! (operators, auditors, probes). Shared here: health probes and the request span.
 
 pub mod assets;
+pub mod console;
 pub mod docs;
 pub mod error;
 pub mod internal;

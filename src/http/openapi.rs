@@ -397,6 +397,8 @@ mod tests {
             "/metrics",
             "/openapi.json",
             "/docs",
+            "/console",
+            "/console/{asset}",
         ] {
             assert!(
                 paths.contains(&path.to_owned()),
@@ -415,6 +417,7 @@ mod tests {
             ("http/public.rs", include_str!("public.rs")),
             ("http/internal.rs", include_str!("internal.rs")),
             ("http/docs.rs", include_str!("docs.rs")),
+            ("http/console.rs", include_str!("console.rs")),
             ("app.rs", include_str!("../app.rs")),
         ] {
             for needle in [".route(", ".route_service(", ".nest_service("] {

@@ -9,6 +9,7 @@ mod admin;
 mod audit;
 mod checkpoint;
 mod cli_keys;
+mod console;
 mod edge;
 mod group_commit;
 mod limits;

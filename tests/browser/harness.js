@@ -73,6 +73,10 @@ async function startService() {
   const service = {
     api: `http://127.0.0.1:${publicPort}`,
     internal: `http://127.0.0.1:${internalPort}`,
+    /** For the console, which takes it as an operator gives it (form or URL fragment). */
+    adminToken,
+    /** Its SQLite store, for tests that tamper with the history as an attacker would. */
+    database: path.join(dataDir, 'widget-auth.sqlite3'),
     log: () => log,
     async admin(method, pathname, body) {
       const response = await fetch(service.internal + pathname, {
