@@ -11,9 +11,10 @@ use sqlx::postgres::PgListener;
 use sqlx::{PgPool, Row};
 use tokio::sync::{mpsc, watch};
 
-use super::replay::reload;
+use super::replay::{apply_in_order, reload};
 use super::until_shutdown;
 use crate::metrics::{count_feed_query, count_query, ProjectionLag};
+use crate::snapshot::{Applied, Position};
 use crate::store::{decode_recorded_row, RecordedEvent, Store, StoreError, COLUMNS};
 
 /// The NOTIFY channel wake-ups are sent on ([`Notifier::notify`]).
@@ -48,6 +49,52 @@ struct FeedBatch {
 pub struct FeedCursor {
     pub txid: i64,
     pub global_position: i64,
+}
+
+impl From<FeedCursor> for Position {
+    fn from(cursor: FeedCursor) -> Self {
+        Self {
+            txid: cursor.txid,
+            global: cursor.global_position,
+        }
+    }
+}
+
+impl From<Position> for FeedCursor {
+    fn from(position: Position) -> Self {
+        Self {
+            txid: position.txid,
+            global_position: position.global,
+        }
+    }
+}
+
+/// Reads and applies every event after `cursor` from finished transactions (the start-up
+/// after a snapshot). Returns the cursor reached and how many events were applied (those
+/// the snapshot did not already hold).
+pub(super) async fn catch_up_from(
+    store: &Store,
+    directory: &Directory,
+    mut cursor: FeedCursor,
+) -> Result<(FeedCursor, u64), StoreError> {
+    let mut applied = 0u64;
+    loop {
+        let batch = feed_after(store, cursor, CATCH_UP_BATCH, |aggregate_id, sequence| {
+            directory
+                .by_id(aggregate_id)
+                .is_none_or(|view| view.version() < sequence)
+        })
+        .await?;
+        let Some(last) = batch.last else {
+            return Ok((cursor, applied));
+        };
+        applied += batch.events.len() as u64;
+        apply_in_order(store, directory, &batch.events).await?;
+        cursor = last;
+        if batch.rows < CATCH_UP_BATCH as usize {
+            return Ok((cursor, applied));
+        }
+    }
 }
 
 /// Where a feed reader starts so that it misses nothing committed after this call:
@@ -293,6 +340,8 @@ pub(super) struct Feed {
     pub(super) failing: bool,
     /// Where each catch-up reports how far behind it found the read models.
     pub(super) lag: ProjectionLag,
+    /// Where the cursor is published once everything up to it is applied (snapshots).
+    pub(super) applied: Applied,
 }
 
 impl Feed {
@@ -393,6 +442,7 @@ impl Feed {
                         return true;
                     }
                     self.cursor = last;
+                    self.applied.set(last.into());
                     if !full {
                         return true;
                     }
