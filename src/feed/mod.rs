@@ -64,6 +64,8 @@ pub struct Built {
     pub events: u64,
     /// When the snapshot started from was taken (Unix ms); `None` after a full replay.
     pub snapshot_taken_at_ms: Option<i64>,
+    /// That snapshot's id.
+    pub snapshot_id: Option<i64>,
 }
 
 /// Builds the read models: from the newest usable snapshot plus the events after its
@@ -87,6 +89,7 @@ pub async fn build(
                     position,
                     events,
                     snapshot_taken_at_ms: Some(loaded.created_at_ms),
+                    snapshot_id: Some(loaded.id),
                 });
             }
             Ok(None) => {}
@@ -112,6 +115,7 @@ pub async fn build(
         position,
         events,
         snapshot_taken_at_ms: None,
+        snapshot_id: None,
     })
 }
 
@@ -179,6 +183,9 @@ pub fn spawn(
                 None => return,
                 Some(Ok(built)) => {
                     applied.set(built.position);
+                    if let Some(id) = built.snapshot_id {
+                        applied.trust(id);
+                    }
                     snapshots.started(built.events, built.snapshot_taken_at_ms.is_some());
                     if let Some(taken_at) = built.snapshot_taken_at_ms {
                         snapshots.taken_at(taken_at);

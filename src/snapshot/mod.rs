@@ -108,6 +108,7 @@ pub enum Unusable {
 /// A snapshot read back and checked against the store, not yet installed.
 #[derive(Debug)]
 pub struct Loaded {
+    pub id: i64,
     pub views: Vec<ClientKeyView>,
     pub position: Position,
     pub created_at_ms: i64,
@@ -124,17 +125,27 @@ pub struct Written {
 }
 
 /// The position up to which this node's feed has applied every event (PostgreSQL), set
-/// once the start-up replay is done; `None` before.
+/// once the start-up replay is done (`None` before); and the snapshot this node loaded
+/// or wrote, which it knows to be good.
 #[derive(Debug, Clone, Default)]
-pub struct Applied(Arc<Mutex<Option<Position>>>);
+pub struct Applied(Arc<Mutex<(Option<Position>, Option<i64>)>>);
 
 impl Applied {
     pub fn set(&self, position: Position) {
-        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(position);
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).0 = Some(position);
     }
 
     pub fn get(&self) -> Option<Position> {
-        *self.0.lock().unwrap_or_else(|e| e.into_inner())
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).0
+    }
+
+    /// Remembers snapshot `id` as one this node checked or wrote.
+    pub fn trust(&self, id: i64) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).1 = Some(id);
+    }
+
+    fn trusts(&self, id: i64) -> bool {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).1 == Some(id)
     }
 }
 
@@ -232,6 +243,7 @@ pub async fn load(store: &Store) -> Result<Option<Loaded>, SnapshotError> {
         return Err(Unusable::Digest.into());
     }
     Ok(Some(Loaded {
+        id: sealed.id,
         views,
         position: header.position,
         created_at_ms: header.created_at_ms,
@@ -316,9 +328,10 @@ pub async fn current_position(
     }
 }
 
-/// Writes a snapshot of this node's read models at shutdown, unless the store's newest
-/// already reflects the same position (a restart with nothing done in between).
-/// `None` when skipped.
+/// Writes a snapshot of this node's read models at shutdown, unless the store's newest is
+/// one this node loaded or wrote and reflects the same position (a restart with nothing
+/// done in between; a newest one this node did not check may be the unusable one it
+/// replayed instead of). `None` when skipped.
 pub async fn write_at_shutdown(
     store: &Store,
     commands: &CommandService,
@@ -327,11 +340,13 @@ pub async fn write_at_shutdown(
     let position = current_position(store, commands, applied).await?;
     if sql::newest(store)
         .await?
-        .is_some_and(|newest| newest.header.position == position)
+        .is_some_and(|newest| newest.header.position == position && applied.trusts(newest.id))
     {
         return Ok(None);
     }
-    Ok(Some(write(store, commands.directory(), position).await?))
+    let written = write(store, commands.directory(), position).await?;
+    applied.trust(written.id);
+    Ok(Some(written))
 }
 
 /// Writes a snapshot every `every` until shutdown, unless the store's newest is younger
@@ -361,15 +376,16 @@ pub async fn keep_snapshotting(
             let young = i64::try_from(every.mul_f64(0.9).as_millis()).unwrap_or(i64::MAX);
             if let Some(newest) = newest {
                 let age = chrono::Utc::now().timestamp_millis() - newest.header.created_at_ms;
-                if age < young || newest.header.position == position {
+                let unchanged = newest.header.position == position && applied.trusts(newest.id);
+                if age < young || unchanged {
                     metrics.taken_at(newest.header.created_at_ms);
                     return Ok(());
                 }
             }
-            write(&store, commands.directory(), position)
-                .await
-                .map(|written| metrics.taken_at(written.created_at_ms))
-                .map_err(SnapshotError::from)
+            let written = write(&store, commands.directory(), position).await?;
+            applied.trust(written.id);
+            metrics.taken_at(written.created_at_ms);
+            Ok(())
         };
         let mut stop = shutdown.clone();
         tokio::select! {

@@ -17,4 +17,5 @@ mod openapi;
 mod process;
 mod public;
 mod refresh;
+mod snapshots;
 mod widget_js;
