@@ -1,8 +1,9 @@
 //! Starting and stopping the service: open the store, apply migrations, load the signing
-//! keys, bind both listeners, replay the history into the read models in the background
-//! (`/readyz` turns 200 when that is done), then on PostgreSQL run the cross-node feed
-//! ([`crate::feed`]); [`serve`] is [`start`] plus waiting for SIGTERM or Ctrl-C and
-//! shutting down gracefully.
+//! keys, bind both listeners, build the read models in the background from the newest
+//! snapshot and the events after it, or every event (`/readyz` turns 200 when that is
+//! done), then on PostgreSQL run the cross-node feed ([`crate::feed`]) and write
+//! snapshots periodically ([`crate::snapshot`]); [`serve`] is [`start`] plus waiting for
+//! SIGTERM or Ctrl-C and shutting down gracefully (with a last snapshot).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -22,7 +23,7 @@ use crate::limits::RateLimiter;
 use crate::state::{App, AppState};
 use crate::store::Store;
 use crate::tokens::SigningKeys;
-use crate::{audit, connections, feed, http, ledger};
+use crate::{audit, connections, feed, http, ledger, snapshot};
 
 /// How long start-up waits for the database (a container starting next to us).
 const STORE_WAIT: Duration = Duration::from_secs(30);
@@ -34,6 +35,8 @@ pub struct RunningApp {
     pub internal_addr: SocketAddr,
     pub admin_token: SecretString,
     pub state: AppState,
+    /// The position the read models reflect (the shutdown snapshot records it).
+    applied: snapshot::Applied,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -52,11 +55,21 @@ impl RunningApp {
     }
 
     /// Stops accepting connections, lets in-flight requests finish for at most
-    /// `WIDGET_AUTH_SHUTDOWN_GRACE_SECONDS` and closes what is left, then closes the store.
+    /// `WIDGET_AUTH_SHUTDOWN_GRACE_SECONDS` and closes what is left, writes a read-model
+    /// snapshot (unless `WIDGET_AUTH_SNAPSHOTS=off`, the read models were never built, or
+    /// the store's newest already reflects this position), then closes the store.
     pub async fn stop(self) {
         let _ = self.shutdown.send(true);
         for task in self.tasks {
             let _ = task.await;
+        }
+        if self.state.settings.snapshots && self.state.directory.is_ready() {
+            let written =
+                snapshot::write_at_shutdown(&self.state.store, &self.state.commands, &self.applied)
+                    .await;
+            if let Err(err) = written {
+                tracing::warn!(error = %err, "no read-model snapshot written at shutdown");
+            }
         }
         self.state.store.close().await;
     }
@@ -125,12 +138,28 @@ pub async fn start(settings: Settings, clock: Arc<dyn Clock>) -> anyhow::Result<
 
     // Listeners are up (so probes answer) before the replay; /readyz says 503 until done.
     // Then, on PostgreSQL, the cross-node feed keeps the read models current.
+    let applied = snapshot::Applied::default();
     tasks.extend(feed::spawn(
         store.clone(),
         directory.clone(),
-        metrics.projection_lag(),
+        feed::Reports {
+            lag: metrics.projection_lag(),
+            snapshots: metrics.snapshots(),
+            applied: applied.clone(),
+            use_snapshots: settings.snapshots,
+        },
         shutdown.subscribe(),
     ));
+    if settings.snapshots {
+        tasks.push(tokio::spawn(snapshot::keep_snapshotting(
+            store.clone(),
+            state.commands.clone(),
+            applied.clone(),
+            metrics.snapshots(),
+            settings.snapshot_every,
+            shutdown.subscribe(),
+        )));
+    }
     tasks.push(tokio::spawn(crate::metrics::keep_drained(
         metrics,
         shutdown.subscribe(),
@@ -155,6 +184,7 @@ pub async fn start(settings: Settings, clock: Arc<dyn Clock>) -> anyhow::Result<
         internal_addr,
         admin_token,
         state,
+        applied,
         shutdown,
         tasks,
     })

@@ -53,6 +53,12 @@ pub struct Settings {
     pub checkpoint_dir: Option<PathBuf>,
     /// `WIDGET_AUTH_CHECKPOINT_MINUTES`, 1 to 10080 (a week), default 60.
     pub checkpoint_every: std::time::Duration,
+    /// `WIDGET_AUTH_SNAPSHOTS`: `off` makes the node replay every event at start and write
+    /// no read-model snapshot (see `snapshot/mod.rs`).
+    pub snapshots: bool,
+    /// `WIDGET_AUTH_SNAPSHOT_MINUTES`, 1 to 10080, default 15: how often a node writes a
+    /// read-model snapshot (skipped when the store's newest one is younger).
+    pub snapshot_every: std::time::Duration,
 }
 
 /// How long a client may take, per connection (API.md "Operating contract").
@@ -108,6 +114,16 @@ impl Settings {
             Some(other) => {
                 return Err(ConfigError {
                     variable: "WIDGET_AUTH_RATE_LIMITS",
+                    problem: format!("must be `on` or `off`, not `{other}`"),
+                })
+            }
+        };
+        let snapshots = match get("WIDGET_AUTH_SNAPSHOTS").as_deref() {
+            None | Some("on") => true,
+            Some("off") => false,
+            Some(other) => {
+                return Err(ConfigError {
+                    variable: "WIDGET_AUTH_SNAPSHOTS",
                     problem: format!("must be `on` or `off`, not `{other}`"),
                 })
             }
@@ -199,6 +215,10 @@ impl Settings {
                         ),
                     })?,
             },
+            snapshots,
+            snapshot_every: Duration::from_secs(
+                60 * number("WIDGET_AUTH_SNAPSHOT_MINUTES", 15, 1..=10_080)?,
+            ),
         })
     }
 }
@@ -358,6 +378,28 @@ mod tests {
         let err = settings(&[("WIDGET_AUTH_INTERNAL_ADDR", "localhost")]).unwrap_err();
         assert_eq!(err.variable, "WIDGET_AUTH_INTERNAL_ADDR");
         assert!(err.to_string().starts_with("WIDGET_AUTH_INTERNAL_ADDR: "));
+    }
+
+    #[test]
+    fn snapshots_can_be_turned_off_and_their_interval_set() {
+        let defaults = settings(&[]).expect("valid");
+        assert!(defaults.snapshots);
+        assert_eq!(defaults.snapshot_every.as_secs(), 15 * 60);
+        let set = settings(&[
+            ("WIDGET_AUTH_SNAPSHOTS", "off"),
+            ("WIDGET_AUTH_SNAPSHOT_MINUTES", "5"),
+        ])
+        .expect("valid");
+        assert!(!set.snapshots);
+        assert_eq!(set.snapshot_every.as_secs(), 300);
+        assert!(settings(&[("WIDGET_AUTH_SNAPSHOTS", "sometimes")]).is_err());
+        for bad in ["0", "10081", "often"] {
+            let err = settings(&[("WIDGET_AUTH_SNAPSHOT_MINUTES", bad)]).expect_err(bad);
+            assert!(
+                err.to_string().contains("WIDGET_AUTH_SNAPSHOT_MINUTES"),
+                "{err}"
+            );
+        }
     }
 
     #[test]

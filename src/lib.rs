@@ -18,6 +18,7 @@ pub mod ledger;
 pub mod limits;
 pub mod metrics;
 pub mod sessions;
+pub mod snapshot;
 pub mod state;
 pub mod store;
 pub mod telemetry;

@@ -193,6 +193,9 @@ pub struct Metrics {
     client_keys: Gauge,
     store_up: Gauge,
     lag: ProjectionLag,
+    snapshot: SnapshotMetrics,
+    /// Registered once the node knows of a snapshot: before that it has no age.
+    snapshot_age: std::sync::OnceLock<Gauge>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -216,6 +219,31 @@ impl ProjectionLag {
     pub fn set(&self, events: usize, seconds: f64) {
         self.events.set(events as f64);
         self.seconds.set(seconds.max(0.0));
+    }
+}
+
+/// What `/metrics` says about read-model snapshots: when the one this node loaded or last
+/// wrote (or found in the store) was taken, and how the start-up went.
+#[derive(Debug, Clone)]
+pub struct SnapshotMetrics {
+    /// Unix ms of that snapshot; 0 while there is none.
+    taken_at_ms: Arc<std::sync::atomic::AtomicI64>,
+    startup_events: Gauge,
+    startup_from_snapshot: Gauge,
+}
+
+impl SnapshotMetrics {
+    /// The snapshot this node loaded or wrote, or found written by another node, was
+    /// taken at `created_at_ms` (kept only when newer than the one known).
+    pub fn taken_at(&self, created_at_ms: i64) {
+        self.taken_at_ms.fetch_max(created_at_ms, Ordering::Relaxed);
+    }
+
+    /// The start-up replay read `events` events, after a snapshot or from the start.
+    pub fn started(&self, events: u64, from_snapshot: bool) {
+        self.startup_events.set(events as f64);
+        self.startup_from_snapshot
+            .set(f64::from(u8::from(from_snapshot)));
     }
 }
 
@@ -254,6 +282,12 @@ impl Metrics {
                     events: metrics::gauge!("widget_auth_projection_lag_events"),
                     seconds: metrics::gauge!("widget_auth_projection_lag_seconds"),
                 },
+                snapshot: SnapshotMetrics {
+                    taken_at_ms: Arc::default(),
+                    startup_events: metrics::gauge!("widget_auth_startup_replayed_events"),
+                    startup_from_snapshot: metrics::gauge!("widget_auth_startup_from_snapshot"),
+                },
+                snapshot_age: std::sync::OnceLock::new(),
                 recorder: recorder.clone(),
                 handle,
             }
@@ -371,12 +405,27 @@ impl Metrics {
         self.lag.clone()
     }
 
+    /// Where start-up and the snapshot writer report (see [`SnapshotMetrics`]).
+    pub fn snapshots(&self) -> SnapshotMetrics {
+        self.snapshot.clone()
+    }
+
     /// The Prometheus text exposition of every metric: this app's, then the process's.
     /// `ready`, `client_keys` and `store_up` are read by the caller at scrape time.
     pub fn render(&self, ready: bool, client_keys: usize, store_up: bool) -> String {
         self.ready.set(f64::from(u8::from(ready)));
         self.client_keys.set(client_keys as f64);
         self.store_up.set(f64::from(u8::from(store_up)));
+        let taken_at_ms = self.snapshot.taken_at_ms.load(Ordering::Relaxed);
+        if taken_at_ms > 0 {
+            let age = self.snapshot_age.get_or_init(|| {
+                metrics::with_local_recorder(&*self.recorder, || {
+                    metrics::gauge!("widget_auth_snapshot_age_seconds")
+                })
+            });
+            let now_ms = chrono::Utc::now().timestamp_millis();
+            age.set((now_ms - taken_at_ms).max(0) as f64 / 1000.0);
+        }
         let mut out = self.handle.render();
         out.push_str(&render_process());
         out
@@ -435,6 +484,24 @@ fn describe() {
         "widget_auth_projection_lag_seconds",
         Unit::Seconds,
         "Age of the oldest of those events when the feed found it (0 on SQLite)."
+    );
+    describe_snapshots();
+}
+
+/// Help lines of the snapshot metrics (part of [`describe`]).
+fn describe_snapshots() {
+    metrics::describe_gauge!(
+        "widget_auth_snapshot_age_seconds",
+        Unit::Seconds,
+        "Age of the newest read-model snapshot this node loaded, wrote or found in the store (absent until there is one)."
+    );
+    metrics::describe_gauge!(
+        "widget_auth_startup_replayed_events",
+        "Events the start-up applied: those after the snapshot it started from that the snapshot did not hold, or every stored event after a full replay."
+    );
+    metrics::describe_gauge!(
+        "widget_auth_startup_from_snapshot",
+        "1 when this node built its read models from a snapshot plus later events, 0 after a full replay."
     );
 }
 

@@ -13,6 +13,7 @@ mod baseline;
 mod scenarios;
 mod seed;
 mod soak;
+mod startup;
 mod wrk;
 
 use std::path::PathBuf;
@@ -61,6 +62,17 @@ struct Args {
 
 #[derive(Debug, clap::Subcommand)]
 enum Sub {
+    /// Ready time at KEYS × EVENTS_PER_KEY on PostgreSQL with and without a read-model
+    /// snapshot (to target/STARTUP.md unless --out).
+    Startup {
+        #[arg(long, default_value_t = 1_000_000)]
+        keys: usize,
+        #[arg(long, default_value_t = 20)]
+        events_per_key: usize,
+        /// Measure this widget-auth binary instead of building target/release/widget-auth.
+        #[arg(long)]
+        binary: Option<PathBuf>,
+    },
     /// Run the bare axum baseline server (the runner starts it itself).
     Baseline {
         #[arg(long)]
@@ -139,6 +151,38 @@ fn main() -> anyhow::Result<()> {
             .out
             .clone()
             .unwrap_or_else(|| root.join(format!("target/SOAK.{store}.md")));
+        std::fs::write(&out, &report).with_context(|| format!("writing {}", out.display()))?;
+        eprintln!("{report}\nwrote {}", out.display());
+        return Ok(());
+    }
+    if let Some(Sub::Startup {
+        keys,
+        events_per_key,
+        binary,
+    }) = &args.command
+    {
+        let root = workspace_root();
+        let binary = match binary {
+            Some(path) => path.clone(),
+            None => {
+                build_server(&root)?;
+                root.join("target/release/widget-auth")
+            }
+        };
+        let plan = startup::StartupPlan {
+            keys: *keys,
+            events_per_key: *events_per_key,
+            binary,
+        };
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?;
+        let report = runtime.block_on(startup::run(&plan))?;
+        let out = args
+            .out
+            .clone()
+            .unwrap_or_else(|| root.join("target/STARTUP.md"));
         std::fs::write(&out, &report).with_context(|| format!("writing {}", out.display()))?;
         eprintln!("{report}\nwrote {}", out.display());
         return Ok(());

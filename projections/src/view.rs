@@ -56,6 +56,18 @@ impl ClientKeyView {
         }
     }
 
+    /// A view read back from a read-model snapshot: the state a fold reached at
+    /// `version`, with that event's time and link. The body and ETag are rendered again
+    /// (they are derived, so a snapshot never stores them).
+    pub fn restore(
+        state: KeyState,
+        version: u64,
+        updated_at: Option<DateTime<Utc>>,
+        link: Option<String>,
+    ) -> Self {
+        Self::render(state, version, updated_at, link)
+    }
+
     pub fn state(&self) -> &KeyState {
         &self.state
     }

@@ -1,4 +1,5 @@
-//! The command line: `serve` (the default), `migrate`, `audit` (see [`audit`]), the
+//! The command line: `serve` (the default), `migrate`, `snapshot` (writes a read-model
+//! snapshot, see `snapshot/mod.rs`), `audit` (see [`audit`]), the
 //! auditors' tools that read the event store directly (no server needed), and `keys`
 //! (see [`keys`]), the operators' tools that call a running node's internal API; all
 //! configured by the same environment variables as the server.
@@ -34,6 +35,10 @@ enum Command {
     Audit(audit::AuditArgs),
     /// Manage client keys through a running node's internal API (--url, WIDGET_AUTH_ADMIN_URL).
     Keys(keys::KeysArgs),
+    /// Write a read-model snapshot of the configured store now: builds the read models
+    /// (from the newest usable snapshot and the events after it, or every event) and
+    /// stores them, so the next node to start replays only what comes after.
+    Snapshot,
 }
 
 /// The binary's entry point: parses the command line, sets up logging, runs the command,
@@ -58,6 +63,7 @@ pub async fn run() -> ExitCode {
             .await
             .map(|()| ExitCode::SUCCESS),
         Command::Migrate => migrate(&settings).await.map(|()| ExitCode::SUCCESS),
+        Command::Snapshot => snapshot(&settings).await.map(|()| ExitCode::SUCCESS),
         Command::Audit(args) => audit::run(&settings, args).await,
         Command::Keys(args) => {
             // An operator's tool: the node's sentence, not a log line.
@@ -80,6 +86,28 @@ async fn migrate(settings: &Settings) -> anyhow::Result<()> {
     let store = Store::open(settings.database_url_str(), &settings.data_dir).await?;
     store.migrate().await?;
     tracing::info!(store = store.kind(), "migrations applied");
+    store.close().await;
+    Ok(())
+}
+
+/// `widget-auth snapshot`: the same build a starting node does, then one write. The
+/// position is the build's: every event up to it is in the views, even while nodes
+/// commit meanwhile (`snapshot/mod.rs`).
+async fn snapshot(settings: &Settings) -> anyhow::Result<()> {
+    let store = Store::open(settings.database_url_str(), &settings.data_dir).await?;
+    store.migrate().await?;
+    let directory = projections::Directory::new();
+    let started = std::time::Instant::now();
+    let built = crate::feed::build(&store, &directory, settings.snapshots).await?;
+    let written = crate::snapshot::write(&store, &directory, built.position).await?;
+    tracing::info!(
+        snapshot = written.id,
+        keys = written.keys,
+        events_replayed = built.events,
+        from_snapshot = built.snapshot_taken_at_ms.is_some(),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "snapshot done"
+    );
     store.close().await;
     Ok(())
 }

@@ -11,9 +11,10 @@ use sqlx::postgres::PgListener;
 use sqlx::{PgPool, Row};
 use tokio::sync::{mpsc, watch};
 
-use super::replay::reload;
+use super::replay::{apply_in_order, reload};
 use super::until_shutdown;
 use crate::metrics::{count_feed_query, count_query, ProjectionLag};
+use crate::snapshot::{Applied, Position};
 use crate::store::{decode_recorded_row, RecordedEvent, Store, StoreError, COLUMNS};
 
 /// The NOTIFY channel wake-ups are sent on ([`Notifier::notify`]).
@@ -50,6 +51,70 @@ pub struct FeedCursor {
     pub global_position: i64,
 }
 
+impl From<FeedCursor> for Position {
+    fn from(cursor: FeedCursor) -> Self {
+        Self {
+            txid: cursor.txid,
+            global: cursor.global_position,
+        }
+    }
+}
+
+impl From<Position> for FeedCursor {
+    fn from(position: Position) -> Self {
+        Self {
+            txid: position.txid,
+            global_position: position.global,
+        }
+    }
+}
+
+/// Reads and applies every event after `cursor` (the start-up after a snapshot). Returns
+/// the cursor reached and how many events were applied (those the snapshot did not
+/// already hold).
+///
+/// Two passes. The first reads finished transactions only and advances the cursor, as
+/// the feed does. The xmin is the whole server's, so a transaction open anywhere (even
+/// in another database) stops it short of events that have committed since; a full
+/// replay would hold those, so the second pass reads everything visible after the
+/// cursor and applies it *without* moving the cursor: the feed reads those rows again
+/// later and skips them by version, and anything still uncommitted is above the cursor.
+pub(super) async fn catch_up_from(
+    store: &Store,
+    directory: &Directory,
+    mut cursor: FeedCursor,
+) -> Result<(FeedCursor, u64), StoreError> {
+    let mut applied = 0u64;
+    for finished_only in [true, false] {
+        let mut read = cursor;
+        loop {
+            let batch = feed_after(
+                store,
+                read,
+                CATCH_UP_BATCH,
+                finished_only,
+                |id, sequence| {
+                    directory
+                        .by_id(id)
+                        .is_none_or(|view| view.version() < sequence)
+                },
+            )
+            .await?;
+            let Some(last) = batch.last else { break };
+            applied += batch.events.len() as u64;
+            apply_in_order(store, directory, &batch.events).await?;
+            read = last;
+            if finished_only {
+                cursor = last;
+            }
+            if batch.rows < CATCH_UP_BATCH as usize {
+                break;
+            }
+        }
+    }
+    Ok((cursor, applied))
+}
+
 /// Where a feed reader starts so that it misses nothing committed after this call:
 /// every transaction below the current snapshot's xmin has finished, so a replay
 /// started after this call sees all of their rows, and the cursor takes the rest.
@@ -78,6 +143,7 @@ async fn feed_after(
     store: &Store,
     cursor: FeedCursor,
     limit: u32,
+    finished_only: bool,
     wanted: impl Fn(&str, u64) -> bool,
 ) -> Result<FeedBatch, StoreError> {
     count_query();
@@ -86,11 +152,17 @@ async fn feed_after(
     };
     // The row comparison and the xmin filter together are the transaction-aware
     // high-water mark: see migrations/postgres/0003_feed.sql.
+    // `finished_only: false` is the start-up's second pass only (see `catch_up_from`).
+    let finished = if finished_only {
+        "AND txid < pg_snapshot_xmin(pg_current_snapshot())"
+    } else {
+        ""
+    };
     let sql = format!(
         "SELECT {COLUMNS}, CAST(CAST(txid AS text) AS bigint), global_position FROM events \
          WHERE aggregate_type = $1 \
          AND (txid, global_position) > (CAST(CAST($2 AS text) AS xid8), $3) \
-         AND txid < pg_snapshot_xmin(pg_current_snapshot()) \
+         {finished} \
          ORDER BY txid, global_position LIMIT $4"
     );
     let rows = sqlx::query(&sql)
@@ -293,6 +365,8 @@ pub(super) struct Feed {
     pub(super) failing: bool,
     /// Where each catch-up reports how far behind it found the read models.
     pub(super) lag: ProjectionLag,
+    /// Where the cursor is published once everything up to it is applied (snapshots).
+    pub(super) applied: Applied,
 }
 
 impl Feed {
@@ -370,6 +444,7 @@ impl Feed {
                 &self.store,
                 self.cursor,
                 CATCH_UP_BATCH,
+                true,
                 |aggregate_id, sequence| {
                     directory
                         .by_id(aggregate_id)
@@ -393,6 +468,7 @@ impl Feed {
                         return true;
                     }
                     self.cursor = last;
+                    self.applied.set(last.into());
                     if !full {
                         return true;
                     }

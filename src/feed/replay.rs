@@ -6,7 +6,7 @@
 //! held in memory, and each key's view is rendered once, at the end of its history.
 
 use futures::stream::{BoxStream, StreamExt};
-use projections::{ClientKeyView, Directory, Fold};
+use projections::{ApplyOutcome, ClientKeyView, Directory, Fold};
 
 use crate::store::{RecordedEvent, Store, StoreError};
 
@@ -36,6 +36,28 @@ pub async fn reload(
 ) -> Result<(), StoreError> {
     if let Some(view) = fold_key(store, aggregate_id, |_| true).await?.view {
         directory.replace(view);
+    }
+    Ok(())
+}
+
+/// Applies `events` (in the store's order) to `directory` one by one; a gap (an event
+/// missing before the one at hand) reloads that key's whole history, which then also
+/// covers its later events here.
+pub async fn apply_in_order(
+    store: &Store,
+    directory: &Directory,
+    events: &[RecordedEvent],
+) -> Result<(), StoreError> {
+    let mut reloaded: Vec<&str> = Vec::new();
+    for recorded in events {
+        if reloaded.contains(&recorded.aggregate_id.as_str()) {
+            continue;
+        }
+        if let ApplyOutcome::Gap { have, got } = directory.apply(&recorded.to_stored()) {
+            tracing::debug!(client_key = %recorded.aggregate_id, have, got, "gap; reloading the key");
+            reload(store, directory, &recorded.aggregate_id).await?;
+            reloaded.push(&recorded.aggregate_id);
+        }
     }
     Ok(())
 }

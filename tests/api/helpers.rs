@@ -228,6 +228,16 @@ impl TestApp {
         Self::start(store, settings, Arc::new(TestClock::system())).await
     }
 
+    /// Starts a server on an existing store with settings `adjust` changed first.
+    pub async fn spawn_on_with_settings(
+        store: TestStore,
+        adjust: impl FnOnce(&mut Settings),
+    ) -> Self {
+        let mut settings = store.settings();
+        adjust(&mut settings);
+        Self::start(store, settings, Arc::new(TestClock::system())).await
+    }
+
     async fn spawn_on_with_clock(store: TestStore, clock: Arc<TestClock>) -> Self {
         let settings = store.settings();
         Self::start(store, settings, clock).await

@@ -18,4 +18,5 @@ mod openapi;
 mod process;
 mod public;
 mod refresh;
+mod snapshots;
 mod widget_js;
