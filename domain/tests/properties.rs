@@ -5,8 +5,8 @@
 use chrono::{DateTime, Duration, Utc};
 use domain::errors::MAX_GRACE_SECONDS;
 use domain::{
-    AllowList, ClientKey, ClientKeyCommand, ClientKeyEvent, ClientKeyId, OriginPattern,
-    PublicKey, SecretKey, SecretKeyFingerprint, Text, TokenPolicy, WidgetConfig,
+    AllowList, ClientKey, ClientKeyCommand, ClientKeyEvent, ClientKeyId, OriginPattern, PublicKey,
+    SecretKey, SecretKeyFingerprint, Text, TokenPolicy, WidgetConfig,
 };
 use proptest::prelude::*;
 use rand::rngs::StdRng;
@@ -74,13 +74,17 @@ fn command(kind: u8, seed: u8) -> ClientKeyCommand {
             config: WidgetConfig::default(),
             token_policy: policy(seed),
         },
-        1 => ClientKeyCommand::ChangeOrigins { origins: origins(seed) },
+        1 => ClientKeyCommand::ChangeOrigins {
+            origins: origins(seed),
+        },
         2 => {
             let mut config = WidgetConfig::default();
             config.agent.display_name = Some(text(&format!("Agent {}", seed % 3)));
             ClientKeyCommand::UpdateConfig { config }
         }
-        3 => ClientKeyCommand::SetTokenPolicy { policy: policy(seed) },
+        3 => ClientKeyCommand::SetTokenPolicy {
+            policy: policy(seed),
+        },
         4 => ClientKeyCommand::RotateSecretKey {
             new_secret_key: secret(seed / 4),
             grace_seconds: grace,

@@ -33,8 +33,10 @@ fn public_key(key: u64, seed: u8) -> PublicKey {
 }
 
 fn secret(key: u64, seed: u8) -> SecretKeyFingerprint {
-    SecretKey::generate(&mut StdRng::seed_from_u64(10_000 + key * 100 + u64::from(seed % 4)))
-        .fingerprint()
+    SecretKey::generate(&mut StdRng::seed_from_u64(
+        10_000 + key * 100 + u64::from(seed % 4),
+    ))
+    .fingerprint()
 }
 
 fn id(key: u64) -> ClientKeyId {
@@ -50,7 +52,7 @@ fn command(key: u64, kind: u8, seed: u8) -> ClientKeyCommand {
             public_key: public_key(key, seed),
             secret_key: secret(key, seed),
             origins: AllowList::new(vec![
-                OriginPattern::parse("https://acme.test").expect("valid origin"),
+                OriginPattern::parse("https://acme.test").expect("valid origin")
             ]),
             config: WidgetConfig::default(),
             token_policy: TokenPolicy::default(),
@@ -87,7 +89,12 @@ fn command(key: u64, kind: u8, seed: u8) -> ClientKeyCommand {
 #[derive(Debug, Clone)]
 enum Step {
     /// Key `key` runs a command `gap` seconds after the previous step.
-    Command { key: u8, kind: u8, seed: u8, gap: u32 },
+    Command {
+        key: u8,
+        kind: u8,
+        seed: u8,
+        gap: u32,
+    },
     /// An event the directory already has arrives again (the feed echoing a command).
     Echo { key: u8, back: u8 },
     /// An event arrives with one missing before it.
