@@ -95,7 +95,9 @@ fn command(kind: u8, seed: u8) -> ClientKeyCommand {
         },
         6 => ClientKeyCommand::ExpirePreviousKeys,
         7 => ClientKeyCommand::RevokeSessions {
-            user_id: (seed % 2 == 0).then(|| text(&format!("user-{}", seed % 3))),
+            user_id: seed
+                .is_multiple_of(2)
+                .then(|| text(&format!("user-{}", seed % 3))),
         },
         8 => ClientKeyCommand::Disable,
         _ => ClientKeyCommand::Enable,
@@ -125,19 +127,16 @@ proptest! {
         let mut now = start();
         for (i, (kind, seed, gap)) in steps.into_iter().enumerate() {
             now += Duration::seconds(i64::from(gap));
-            let kind = if i == 0 && seed % 2 == 0 { 0 } else { kind };
+            let kind = if i == 0 && seed.is_multiple_of(2) { 0 } else { kind };
             let command = command(kind, seed);
             let decided = live.decide(command.clone(), now);
             // Deciding is pure: the same command on the same state decides the same.
             prop_assert_eq!(&live.decide(command, now), &decided);
-            match decided {
-                Ok(Some(event)) => {
-                    prop_assert_eq!(round_trip(&event), event.clone());
-                    cqrs_es::Aggregate::apply(&mut live, event.clone());
-                    recorded.push(round_trip(&event));
-                }
-                // A no-op or a refusal records nothing and changes nothing.
-                Ok(None) | Err(_) => {}
+            // A no-op or a refusal records nothing and changes nothing.
+            if let Ok(Some(event)) = decided {
+                prop_assert_eq!(round_trip(&event), event.clone());
+                cqrs_es::Aggregate::apply(&mut live, event.clone());
+                recorded.push(round_trip(&event));
             }
             prop_assert_eq!(&ClientKey::from_events(&recorded), &live);
         }

@@ -78,7 +78,7 @@ fn command(key: u64, kind: u8, seed: u8) -> ClientKeyCommand {
         },
         5 => ClientKeyCommand::ExpirePreviousKeys,
         6 => ClientKeyCommand::RevokeSessions {
-            user_id: (seed % 2 == 0).then(|| text("user-1")),
+            user_id: seed.is_multiple_of(2).then(|| text("user-1")),
         },
         7 => ClientKeyCommand::Disable,
         _ => ClientKeyCommand::Enable,
@@ -166,8 +166,8 @@ proptest! {
                             sequence,
                             event,
                             // Events from before the chain have no link; some no time.
-                            at: (seed % 5 != 0).then_some(now),
-                            link: (seed % 3 != 0).then(|| format!("link-{k}-{sequence}")),
+                            at: (!seed.is_multiple_of(5)).then_some(now),
+                            link: (!seed.is_multiple_of(3)).then(|| format!("link-{k}-{sequence}")),
                         };
                         prop_assert_eq!(directory.apply(&stored), ApplyOutcome::Applied);
                         run.events.push(stored);
