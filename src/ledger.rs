@@ -341,3 +341,6 @@ pub async fn keep_pruned(store: Arc<Store>, mut stop: watch::Receiver<bool>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
