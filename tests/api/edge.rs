@@ -171,7 +171,10 @@ async fn an_idle_keep_alive_connection_is_closed(store: StoreKind) {
             .expect("sent");
         let n = stream.read(&mut buffer).await.expect("an answer");
         let answer = String::from_utf8_lossy(&buffer[..n]);
-        assert!(answer.starts_with("HTTP/1.1 200"), "round {round}: {answer}");
+        assert!(
+            answer.starts_with("HTTP/1.1 200"),
+            "round {round}: {answer}"
+        );
         assert!(
             !answer.to_ascii_lowercase().contains("connection: close"),
             "kept alive: {answer}"
