@@ -23,7 +23,7 @@ use crate::limits::RateLimiter;
 use crate::state::{App, AppState};
 use crate::store::Store;
 use crate::tokens::SigningKeys;
-use crate::{audit, connections, feed, http, ledger, snapshot};
+use crate::{audit, connections, feed, http, ledger, snapshot, snapshotting};
 
 /// How long start-up waits for the database (a container starting next to us).
 const STORE_WAIT: Duration = Duration::from_secs(30);
@@ -64,9 +64,12 @@ impl RunningApp {
             let _ = task.await;
         }
         if self.state.settings.snapshots && self.state.directory.is_ready() {
-            let written =
-                snapshot::write_at_shutdown(&self.state.store, &self.state.commands, &self.applied)
-                    .await;
+            let written = snapshotting::write_at_shutdown(
+                &self.state.store,
+                &self.state.commands,
+                &self.applied,
+            )
+            .await;
             if let Err(err) = written {
                 tracing::warn!(error = %err, "no read-model snapshot written at shutdown");
             }
@@ -151,7 +154,7 @@ pub async fn start(settings: Settings, clock: Arc<dyn Clock>) -> anyhow::Result<
         shutdown.subscribe(),
     ));
     if settings.snapshots {
-        tasks.push(tokio::spawn(snapshot::keep_snapshotting(
+        tasks.push(tokio::spawn(snapshotting::keep_snapshotting(
             store.clone(),
             state.commands.clone(),
             applied.clone(),

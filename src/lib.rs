@@ -19,6 +19,7 @@ pub mod limits;
 pub mod metrics;
 pub mod sessions;
 pub mod snapshot;
+pub mod snapshotting;
 pub mod state;
 pub mod store;
 pub mod telemetry;

@@ -32,15 +32,11 @@ pub mod format;
 mod sql;
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use projections::{ClientKeyView, Directory};
-use tokio::sync::watch;
 
 pub use self::format::Position;
 use self::format::{Digest, Header, CHUNK_KEYS, FORMAT_VERSION};
-use crate::commands::CommandService;
-use crate::metrics::SnapshotMetrics;
 use crate::store::{Store, StoreError};
 
 /// Sealed snapshots kept in the store; older ones are deleted after each write.
@@ -58,6 +54,11 @@ pub(crate) async fn sqlite_after(
 }
 
 /// SQLite: the newest event's rowid, the position a replay of everything reflects.
+/// The newest sealed snapshot's header, if any.
+pub(crate) async fn newest(store: &Store) -> Result<Option<sql::Sealed>, StoreError> {
+    sql::newest(store).await
+}
+
 pub(crate) async fn sqlite_head(store: &Store) -> Result<i64, StoreError> {
     sql::sqlite_head(store).await
 }
@@ -144,7 +145,7 @@ impl Applied {
         self.0.lock().unwrap_or_else(|e| e.into_inner()).1 = Some(id);
     }
 
-    fn trusts(&self, id: i64) -> bool {
+    pub(crate) fn trusts(&self, id: i64) -> bool {
         self.0.lock().unwrap_or_else(|e| e.into_inner()).1 == Some(id)
     }
 }
@@ -304,96 +305,4 @@ async fn check_links(store: &Store, chunk: &[ClientKeyView]) -> Result<(), Snaps
         }
     }
     Ok(())
-}
-
-/// The position this node's read models reflect at least, right now: the feed's on
-/// PostgreSQL, the newest rowid with every command paused on SQLite.
-pub async fn current_position(
-    store: &Store,
-    commands: &CommandService,
-    applied: &Applied,
-) -> Result<Position, SnapshotError> {
-    if !commands.directory().is_ready() {
-        return Err(SnapshotError::NotReady);
-    }
-    match store {
-        Store::Postgres { .. } => applied.get().ok_or(SnapshotError::NotReady),
-        Store::Sqlite { .. } => {
-            let head = commands.paused(sql::sqlite_head(store)).await?;
-            Ok(Position {
-                txid: 0,
-                global: head,
-            })
-        }
-    }
-}
-
-/// Writes a snapshot of this node's read models at shutdown, unless the store's newest is
-/// one this node loaded or wrote and reflects the same position (a restart with nothing
-/// done in between; a newest one this node did not check may be the unusable one it
-/// replayed instead of). `None` when skipped.
-pub async fn write_at_shutdown(
-    store: &Store,
-    commands: &CommandService,
-    applied: &Applied,
-) -> Result<Option<Written>, SnapshotError> {
-    let position = current_position(store, commands, applied).await?;
-    if sql::newest(store)
-        .await?
-        .is_some_and(|newest| newest.header.position == position && applied.trusts(newest.id))
-    {
-        return Ok(None);
-    }
-    let written = write(store, commands.directory(), position).await?;
-    applied.trust(written.id);
-    Ok(Some(written))
-}
-
-/// Writes a snapshot every `every` until shutdown, unless the store's newest is younger
-/// than that (another node wrote it) or reflects the same position (nothing happened).
-pub async fn keep_snapshotting(
-    store: Arc<Store>,
-    commands: CommandService,
-    applied: Applied,
-    metrics: SnapshotMetrics,
-    every: Duration,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // The first tick is immediate; a node just started from a snapshot needs none.
-    tick.tick().await;
-    loop {
-        tokio::select! {
-            _ = shutdown.wait_for(|stopped| *stopped) => return,
-            _ = tick.tick() => {}
-        }
-        let work = async {
-            let newest = sql::newest(&store).await?;
-            let position = current_position(&store, &commands, &applied).await?;
-            // A little under the interval, so this node's own last snapshot, written one
-            // tick ago, does not make it skip this one.
-            let young = i64::try_from(every.mul_f64(0.9).as_millis()).unwrap_or(i64::MAX);
-            if let Some(newest) = newest {
-                let age = chrono::Utc::now().timestamp_millis() - newest.header.created_at_ms;
-                let unchanged = newest.header.position == position && applied.trusts(newest.id);
-                if age < young || unchanged {
-                    metrics.taken_at(newest.header.created_at_ms);
-                    return Ok(());
-                }
-            }
-            let written = write(&store, commands.directory(), position).await?;
-            applied.trust(written.id);
-            metrics.taken_at(written.created_at_ms);
-            Ok(())
-        };
-        let mut stop = shutdown.clone();
-        tokio::select! {
-            _ = stop.wait_for(|stopped| *stopped) => return,
-            done = work => match done {
-                Ok(()) | Err(SnapshotError::NotReady) => {}
-                Err(err) => tracing::warn!(error = %err, "writing a read-model snapshot failed; the next one is due in one interval"),
-            }
-        }
-    }
 }

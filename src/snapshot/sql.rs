@@ -14,7 +14,7 @@ use crate::store::{decode_recorded_row, on_pool, RecordedEvent, Store, StoreErro
 
 /// A sealed snapshot's header as stored.
 #[derive(Debug, Clone)]
-pub(super) struct Sealed {
+pub(crate) struct Sealed {
     pub id: i64,
     pub header: Header,
     pub keys: i64,
