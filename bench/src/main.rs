@@ -72,6 +72,15 @@ enum Sub {
         /// Measure this widget-auth binary instead of building target/release/widget-auth.
         #[arg(long)]
         binary: Option<PathBuf>,
+        /// Keep the seeded database (its URL is printed) for later runs with --database.
+        #[arg(long)]
+        keep: bool,
+        /// Start from this database as it is, kept by an earlier --keep run: no seeding,
+        /// and only the start from its newest snapshot is measured (when it has none, the
+        /// whole run). Seeding 1,000,000 keys takes minutes; this re-times a change to
+        /// the loader in one.
+        #[arg(long)]
+        database: Option<String>,
     },
     /// Run the bare axum baseline server (the runner starts it itself).
     Baseline {
@@ -159,6 +168,8 @@ fn main() -> anyhow::Result<()> {
         keys,
         events_per_key,
         binary,
+        keep,
+        database,
     }) = &args.command
     {
         let root = workspace_root();
@@ -173,6 +184,8 @@ fn main() -> anyhow::Result<()> {
             keys: *keys,
             events_per_key: *events_per_key,
             binary,
+            keep: *keep,
+            database: database.clone(),
         };
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)

@@ -8,6 +8,9 @@
 //!    after it (none here, the worst case for the load, the best for the replay).
 //!
 //! The server is killed (SIGKILL) after each start, so it writes no shutdown snapshot.
+//! With `--keep` the seeded database stays (its URL is printed); `--database URL` starts
+//! from such a database's newest snapshot only, so a change to the loader is timed in
+//! a minute instead of the seeding's several.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -23,6 +26,10 @@ pub struct StartupPlan {
     pub keys: usize,
     pub events_per_key: usize,
     pub binary: PathBuf,
+    /// Leave the seeded database in place (see [`run`]).
+    pub keep: bool,
+    /// A database kept by an earlier run, used as it is.
+    pub database: Option<String>,
 }
 
 /// One start: seconds to `/readyz` 200 from spawning the process, and what its "read
@@ -40,15 +47,31 @@ pub async fn run(plan: &StartupPlan) -> anyhow::Result<String> {
     std::fs::create_dir_all(&work)?;
     let pem = work.join("signing.pem");
     std::fs::write(&pem, widget_auth::tokens::SigningKeys::generate_pem()?)?;
-    let name = format!("wa_bench_startup_{}", std::process::id());
-    let url = seed::create_database(&name).await?;
-    let result = measure(plan, &work, &url, &pem).await;
-    seed::drop_database(&name).await;
+    let result = match &plan.database {
+        Some(url) => measure(plan, &work, url, &pem, false).await,
+        None => {
+            let name = format!("wa_bench_startup_{}", std::process::id());
+            let url = seed::create_database(&name).await?;
+            let result = measure(plan, &work, &url, &pem, true).await;
+            if plan.keep {
+                eprintln!("kept the seeded database: --database '{url}'");
+            } else {
+                seed::drop_database(&name).await;
+            }
+            result
+        }
+    };
     let _ = std::fs::remove_dir_all(&work);
     result
 }
 
-async fn measure(plan: &StartupPlan, work: &Path, url: &str, pem: &Path) -> anyhow::Result<String> {
+async fn measure(
+    plan: &StartupPlan,
+    work: &Path,
+    url: &str,
+    pem: &Path,
+    fresh: bool,
+) -> anyhow::Result<String> {
     let status = Command::new(&plan.binary)
         .arg("migrate")
         .env("DATABASE_URL", url)
@@ -57,21 +80,47 @@ async fn measure(plan: &StartupPlan, work: &Path, url: &str, pem: &Path) -> anyh
     if !status.success() {
         bail!("widget-auth migrate failed");
     }
-    eprintln!(
-        "seeding {} keys x {} events",
-        plan.keys, plan.events_per_key
-    );
-    let seeding = Instant::now();
-    let events = seed::events_directly(url, plan.keys, plan.events_per_key).await?;
-    eprintln!(
-        "seeded {events} events in {:.0} s",
-        seeding.elapsed().as_secs_f64()
-    );
-    // Fresh statistics, as a database that has been running has them.
     let mut conn = sqlx::PgConnection::connect(url).await?;
-    sqlx::query("VACUUM ANALYZE events")
-        .execute(&mut conn)
+    if !fresh {
+        let sealed: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM read_model_snapshots WHERE digest IS NOT NULL",
+        )
+        .fetch_one(&mut conn)
         .await?;
+        if sealed > 0 {
+            let snapshot = start(plan, work, url, pem, "on").await?;
+            if !snapshot.from_snapshot {
+                bail!("the node did not start from the snapshot");
+            }
+            return Ok(format!(
+                "Start from the newest snapshot of a kept database: ready in {:.1} s \
+                 (read models built in {:.1} s, {} events applied after it).\n",
+                snapshot.wall, snapshot.built, snapshot.events
+            ));
+        }
+    }
+    let events = if fresh {
+        eprintln!(
+            "seeding {} keys x {} events",
+            plan.keys, plan.events_per_key
+        );
+        let seeding = Instant::now();
+        let events = seed::events_directly(url, plan.keys, plan.events_per_key).await?;
+        eprintln!(
+            "seeded {events} events in {:.0} s",
+            seeding.elapsed().as_secs_f64()
+        );
+        // Fresh statistics, as a database that has been running has them.
+        sqlx::query("VACUUM ANALYZE events")
+            .execute(&mut conn)
+            .await?;
+        events
+    } else {
+        let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+            .fetch_one(&mut conn)
+            .await?;
+        stored as u64
+    };
 
     let full = start(plan, work, url, pem, "off").await?;
     if full.events != events || full.from_snapshot {

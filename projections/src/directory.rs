@@ -141,7 +141,7 @@ impl Directory {
                 }
             },
         };
-        self.install(slot, next);
+        self.install(slot, Arc::new(next));
         ApplyOutcome::Applied
     }
 
@@ -152,6 +152,46 @@ impl Directory {
             .writer
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
+        self.replace_locked(Arc::new(view));
+    }
+
+    /// [`Self::replace`] for many views (a read-model snapshot's chunk) under one
+    /// acquisition of the writer lock.
+    pub fn replace_all(&self, views: impl IntoIterator<Item = Shared>) {
+        let _write = self
+            .writer
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        for view in views {
+            self.replace_locked(view);
+        }
+    }
+
+    /// Makes room for `additional` more keys at once. Loading a snapshot of a million
+    /// keys otherwise grows each index through every doubling, copying it each time.
+    pub fn reserve(&self, additional: usize) {
+        self.by_id.pin().reserve(additional);
+        self.by_public_key.pin().reserve(additional);
+        self.by_secret_hash.pin().reserve(additional);
+    }
+
+    /// Removes every key (a snapshot found bad halfway through loading, before the node
+    /// is ready, so nothing was served from it; the full replay that follows rebuilds).
+    pub fn clear(&self) {
+        let _write = self
+            .writer
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        self.by_id.pin().clear();
+        self.by_public_key.pin().clear();
+        self.by_secret_hash.pin().clear();
+        self.ids
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clear();
+    }
+
+    fn replace_locked(&self, view: Shared) {
         let slot = self.by_id.pin().get(view.state().id.as_str()).cloned();
         if slot
             .as_ref()
@@ -162,8 +202,7 @@ impl Directory {
         self.install(slot, view);
     }
 
-    fn install(&self, slot: Option<Arc<Slot>>, new: ClientKeyView) {
-        let new = Arc::new(new);
+    fn install(&self, slot: Option<Arc<Slot>>, new: Shared) {
         // Keys a change adds (a rotation) become reachable only once the slot holds the
         // view that accepts them, so the slot is filled before the indexes change.
         let (slot, old) = match slot {

@@ -192,6 +192,35 @@ fn replacing_with_an_older_view_keeps_the_newer_one() {
 }
 
 #[test]
+fn a_snapshot_chunk_installs_like_single_replaces_and_clearing_forgets_every_index() {
+    // Given a directory that holds a key at version 2
+    let directory = Directory::new();
+    let first = ClientKeyView::fold([&created()]).expect("created");
+    let second = first.apply(&stored(2, ClientKeyEvent::ClientKeyDisabled { at: now() }));
+    directory.replace(second);
+    // When a chunk with an older view of it is installed, with room made first
+    directory.reserve(10);
+    directory.replace_all([std::sync::Arc::new(first)]);
+    // Then the newer view stays, reachable by every index
+    assert_eq!(directory.by_id(id().as_str()).map(|v| v.version()), Some(2));
+    assert_eq!(
+        directory
+            .by_public_key(public_key(10).as_str())
+            .map(|v| v.version()),
+        Some(2)
+    );
+    assert_eq!(directory.len(), 1);
+    // When the directory is cleared (a snapshot found bad after installing)
+    directory.clear();
+    // Then no index finds the key any more
+    assert!(directory.by_id(id().as_str()).is_none());
+    assert!(directory.by_public_key(public_key(10).as_str()).is_none());
+    assert!(directory.by_secret_hash(&secret(20).hash()).is_none());
+    assert!(directory.list(None, 10).is_empty());
+    assert_eq!(directory.len(), 0);
+}
+
+#[test]
 fn listing_pages_through_keys_in_id_order() {
     let directory = Directory::new();
     let mut ids = Vec::new();

@@ -77,12 +77,9 @@ pub async fn build(
     use_snapshots: bool,
 ) -> Result<Built, StoreError> {
     if use_snapshots {
-        match snapshot::load(store).await {
+        match snapshot::load(store, directory).await {
             Ok(Some(loaded)) => {
-                let keys = loaded.views.len();
-                for view in loaded.views {
-                    directory.replace(view);
-                }
+                let keys = loaded.keys;
                 let (position, events) = after_snapshot(store, directory, loaded.position).await?;
                 tracing::info!(keys, events, "read models loaded from a snapshot");
                 return Ok(Built {

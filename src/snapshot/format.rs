@@ -13,6 +13,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use domain::aggregate::KeyState;
 use projections::ClientKeyView;
+use serde::de::{Deserializer as _, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
@@ -21,8 +22,12 @@ use sha2::{Digest as _, Sha256};
 pub const FORMAT_VERSION: i32 = 1;
 
 /// Keys per chunk: what the writer holds in memory at once, and one row of the chunks
-/// table (about a megabyte of JSON for typical keys).
-pub const CHUNK_KEYS: usize = 1000;
+/// table (about 300 KB of JSON for typical keys, 1.2 KB each). Kept under the 512 KiB
+/// above which the allocator gives each buffer pages of its own and hands them back to
+/// the kernel once freed: at 1,000 keys a chunk every chunk read faulted in fresh,
+/// zeroed pages for its row and its bytes (BENCHMARKS.md). A reader takes chunks of
+/// any size, so this can change without a new format.
+pub const CHUNK_KEYS: usize = 256;
 
 /// The first field of every digest, so a digest of anything else never matches.
 const DIGEST_TAG: &[u8] = b"widget-auth read-model snapshot";
@@ -83,13 +88,37 @@ pub fn encode_chunk(views: &[Arc<ClientKeyView>]) -> Vec<u8> {
     serde_json::to_vec(&records).unwrap_or_default()
 }
 
-/// The views of one chunk, rendered.
-pub fn decode_chunk(body: &[u8]) -> Result<Vec<ClientKeyView>, ChunkError> {
-    let records: Vec<Record> = serde_json::from_slice(body).map_err(ChunkError)?;
-    Ok(records
-        .into_iter()
-        .map(|r| ClientKeyView::restore(r.state, r.version, r.updated_at, r.link))
-        .collect())
+/// The views of one chunk, rendered, each already in the `Arc` the directory keeps it
+/// in. Decoded record by record into a list of pointers sized up front: collecting the
+/// records first held a second list of whole records per chunk (half a megabyte), which
+/// the allocator returned to the kernel and faulted in again, zeroed, for the next chunk
+/// (BENCHMARKS.md, "Start-up from a snapshot").
+pub fn decode_chunk(body: &[u8]) -> Result<Vec<Arc<ClientKeyView>>, ChunkError> {
+    struct Views;
+    impl<'de> Visitor<'de> for Views {
+        type Value = Vec<Arc<ClientKeyView>>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a list of key records")
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut records: A) -> Result<Self::Value, A::Error> {
+            let mut views = Vec::with_capacity(CHUNK_KEYS);
+            while let Some(r) = records.next_element::<Record>()? {
+                views.push(Arc::new(ClientKeyView::restore(
+                    r.state,
+                    r.version,
+                    r.updated_at,
+                    r.link,
+                )));
+            }
+            Ok(views)
+        }
+    }
+    let mut json = serde_json::Deserializer::from_slice(body);
+    let views = json.deserialize_seq(Views).map_err(ChunkError)?;
+    json.end().map_err(ChunkError)?;
+    Ok(views)
 }
 
 /// The running digest of a snapshot, fed the chunks in order.

@@ -26,12 +26,18 @@
 //! position is not ahead of the store, and for every key the stored event at the
 //! recorded version carries the recorded chain link (`chain.rs`), checked one query per
 //! chunk. Anything else is [`Unusable`]: the node logs a `warn` and replays every event.
-//! Nothing is installed before the whole snapshot passed.
+//! Chunks are installed as they pass, so memory holds the views once, not twice; the
+//! digest and the counts are known only after the last one, so a snapshot found bad
+//! there is taken out again ([`Directory::clear`]) before the full replay. The node is
+//! not ready meanwhile: nothing is served from a snapshot that has not passed whole.
 
 pub mod format;
 mod sql;
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+
+use futures::StreamExt;
 
 use projections::{ClientKeyView, Directory};
 
@@ -84,6 +90,8 @@ pub enum Unusable {
     Format { found: i32 },
     #[error("chunk {index} of {chunks} is missing")]
     MissingChunk { index: u32, chunks: i64 },
+    #[error("decoding chunk {index} stopped (the node is shutting down)")]
+    Stopped { index: u32 },
     #[error("chunk {index} cannot be read")]
     Chunk {
         index: u32,
@@ -106,11 +114,11 @@ pub enum Unusable {
     Link { client_key: String, version: u64 },
 }
 
-/// A snapshot read back and checked against the store, not yet installed.
+/// A snapshot read back, checked against the store and installed.
 #[derive(Debug)]
 pub struct Loaded {
     pub id: i64,
-    pub views: Vec<ClientKeyView>,
+    pub keys: u64,
     pub position: Position,
     pub created_at_ms: i64,
 }
@@ -200,11 +208,31 @@ pub async fn write(
     })
 }
 
-/// The newest sealed snapshot, checked (see the module docs); `None` when there is none.
-pub async fn load(store: &Store) -> Result<Option<Loaded>, SnapshotError> {
+/// Loads the newest sealed snapshot into `directory`, checking it as it goes (see the
+/// module docs), and returns what it recorded; `None` when there is none. On any error
+/// the directory is emptied again, so the full replay that follows starts clean.
+pub async fn load(store: &Store, directory: &Directory) -> Result<Option<Loaded>, SnapshotError> {
     let Some(sealed) = sql::newest(store).await? else {
         return Ok(None);
     };
+    let loaded = load_sealed(store, directory, &sealed).await;
+    if loaded.is_err() {
+        directory.clear();
+    }
+    loaded.map(Some)
+}
+
+/// Chunks decoded or checked ahead of the one being installed: decoding (JSON, and
+/// rendering each config body) runs on the blocking pool, so on every core, and the
+/// chain-link queries of the next chunks are in flight while this one is installed.
+/// Bounds the bodies held at once to this many chunks.
+const AHEAD: usize = 8;
+
+async fn load_sealed(
+    store: &Store,
+    directory: &Directory,
+    sealed: &sql::Sealed,
+) -> Result<Loaded, SnapshotError> {
     let header = sealed.header;
     if header.format_version != FORMAT_VERSION {
         return Err(Unusable::Format {
@@ -215,40 +243,115 @@ pub async fn load(store: &Store) -> Result<Option<Loaded>, SnapshotError> {
     if is_ahead(store, header.position).await? {
         return Err(Unusable::Ahead.into());
     }
-    let mut digest = Digest::new(&header);
-    let mut views: Vec<ClientKeyView> = Vec::new();
     let chunks = u32::try_from(sealed.chunks).unwrap_or(u32::MAX);
-    for index in 0..chunks {
-        let body = sql::chunk(store, sealed.id, index)
-            .await?
-            .ok_or(Unusable::MissingChunk {
-                index,
+    directory.reserve(usize::try_from(sealed.keys).unwrap_or(0));
+    let spent = Spent::default();
+    let started = std::time::Instant::now();
+    let mut checked = sql::chunks(store, sealed.id, chunks)
+        .map(|row| {
+            let spent = &spent;
+            async move {
+                let (index, body) = row?;
+                let decoding = std::time::Instant::now();
+                let (body, decoded) = tokio::task::spawn_blocking(move || {
+                    let decoded = format::decode_chunk(&body);
+                    (body, decoded)
+                })
+                .await
+                .map_err(|_| Unusable::Stopped { index })?;
+                spent.add(&spent.decoding, decoding);
+                let chunk = decoded.map_err(|source| Unusable::Chunk { index, source })?;
+                let checking = std::time::Instant::now();
+                check_links(store, &chunk).await?;
+                spent.add(&spent.checking_links, checking);
+                Ok::<_, SnapshotError>((index, body, chunk))
+            }
+        })
+        .buffered(AHEAD);
+    let mut digest = Digest::new(&header);
+    let (mut expected, mut keys, mut last_id) = (0u32, 0u64, None::<String>);
+    loop {
+        let waiting = std::time::Instant::now();
+        let Some(next) = checked.next().await else {
+            break;
+        };
+        spent.add(&spent.waiting, waiting);
+        let installing = std::time::Instant::now();
+        let (index, body, chunk) = next?;
+        if index != expected {
+            return Err(Unusable::MissingChunk {
+                index: expected,
                 chunks: sealed.chunks,
-            })?;
+            }
+            .into());
+        }
         digest.chunk(index, &body);
-        let chunk =
-            format::decode_chunk(&body).map_err(|source| Unusable::Chunk { index, source })?;
-        drop(body);
-        check_order(views.last(), &chunk)?;
-        check_links(store, &chunk).await?;
-        views.extend(chunk);
+        check_order(last_id.as_deref(), &chunk)?;
+        if let Some(last) = chunk.last() {
+            last_id = Some(last.state().id.as_str().to_owned());
+        }
+        keys += chunk.len() as u64;
+        directory.replace_all(chunk);
+        expected += 1;
+        spent.add(&spent.installing, installing);
     }
-    if views.len() as u64 != u64::try_from(sealed.keys).unwrap_or(u64::MAX) {
+    drop(checked);
+    tracing::info!(
+        snapshot = sealed.id,
+        keys,
+        chunks = expected,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        waiting_ms = spent.ms(&spent.waiting),
+        installing_ms = spent.ms(&spent.installing),
+        decoding_ms = spent.ms(&spent.decoding),
+        checking_links_ms = spent.ms(&spent.checking_links),
+        "read-model snapshot read"
+    );
+    if expected != chunks {
+        return Err(Unusable::MissingChunk {
+            index: expected,
+            chunks: sealed.chunks,
+        }
+        .into());
+    }
+    if keys != u64::try_from(sealed.keys).unwrap_or(u64::MAX) {
         return Err(Unusable::KeyCount {
-            found: views.len() as u64,
+            found: keys,
             recorded: sealed.keys,
         }
         .into());
     }
-    if digest.finish(views.len() as u64, chunks) != sealed.digest {
+    if digest.finish(keys, chunks) != sealed.digest {
         return Err(Unusable::Digest.into());
     }
-    Ok(Some(Loaded {
+    Ok(Loaded {
         id: sealed.id,
-        views,
+        keys,
         position: header.position,
         created_at_ms: header.created_at_ms,
-    }))
+    })
+}
+
+/// Where loading a snapshot spent its time, logged once it is read: the consumer's
+/// waiting for the next checked chunk and installing it, and (summed over the chunks in
+/// flight, so they overlap) decoding chunks and querying their links.
+#[derive(Debug, Default)]
+struct Spent {
+    waiting: AtomicU64,
+    installing: AtomicU64,
+    decoding: AtomicU64,
+    checking_links: AtomicU64,
+}
+
+impl Spent {
+    fn add(&self, counter: &AtomicU64, since: std::time::Instant) {
+        let nanos = u64::try_from(since.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        counter.fetch_add(nanos, Ordering::Relaxed);
+    }
+
+    fn ms(&self, counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed) / 1_000_000
+    }
 }
 
 /// Whether `position` names events the store has not got (a snapshot from another
@@ -262,8 +365,8 @@ async fn is_ahead(store: &Store, position: Position) -> Result<bool, StoreError>
 }
 
 /// Ids must strictly increase (the writer lists them in order): no key twice.
-fn check_order(previous: Option<&ClientKeyView>, chunk: &[ClientKeyView]) -> Result<(), Unusable> {
-    let mut previous = previous.map(|view| view.state().id.as_str());
+fn check_order(previous: Option<&str>, chunk: &[Arc<ClientKeyView>]) -> Result<(), Unusable> {
+    let mut previous = previous;
     for view in chunk {
         let id = view.state().id.as_str();
         if previous.is_some_and(|p| p >= id) {
@@ -277,7 +380,7 @@ fn check_order(previous: Option<&ClientKeyView>, chunk: &[ClientKeyView]) -> Res
 }
 
 /// Every view's version must be a stored event carrying the view's link.
-async fn check_links(store: &Store, chunk: &[ClientKeyView]) -> Result<(), SnapshotError> {
+async fn check_links(store: &Store, chunk: &[Arc<ClientKeyView>]) -> Result<(), SnapshotError> {
     let wanted: Vec<(&str, u64)> = chunk
         .iter()
         .map(|view| (view.state().id.as_str(), view.version()))

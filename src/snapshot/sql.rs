@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 
 use domain::ClientKey;
+use futures::stream::{BoxStream, StreamExt};
 use sqlx::Row;
 
 use super::format::{Header, Position};
@@ -117,22 +118,27 @@ pub(super) async fn newest(store: &Store) -> Result<Option<Sealed>, StoreError> 
     Ok(row)
 }
 
-/// One chunk's bytes (`None` when the row is gone). One row at a time, so loading holds
-/// one chunk's bytes, not the whole snapshot's.
-pub(super) async fn chunk(
+/// Chunks `0..chunks` of snapshot `id` with their indexes, in order, as one streamed
+/// query: rows arrive as the loader takes them, so it holds a few chunks' bytes at a
+/// time, never the whole snapshot's, and pays one round trip, not one per chunk.
+pub(super) fn chunks(
     store: &Store,
     id: i64,
-    index: u32,
-) -> Result<Option<Vec<u8>>, StoreError> {
+    chunks: u32,
+) -> BoxStream<'_, Result<(u32, Vec<u8>), StoreError>> {
     count_query();
-    const SQL: &str =
-        "SELECT body FROM read_model_snapshot_chunks WHERE snapshot_id = $1 AND chunk = $2";
-    on_pool!(store, |pool| sqlx::query_scalar(SQL)
+    const SQL: &str = "SELECT chunk, body FROM read_model_snapshot_chunks \
+         WHERE snapshot_id = $1 AND chunk < $2 ORDER BY chunk";
+    let rows = on_pool!(store, |pool| sqlx::query_as::<_, (i64, Vec<u8>)>(SQL)
         .bind(id)
-        .bind(i64::from(index))
-        .fetch_optional(pool)
-        .await)
-    .map_err(StoreError::from_sqlx)
+        .bind(i64::from(chunks))
+        .fetch(pool));
+    rows.map(|row| {
+        let (index, body) = row.map_err(StoreError::from_sqlx)?;
+        // Below `chunks`, a u32, by the query.
+        Ok((u32::try_from(index).unwrap_or(u32::MAX), body))
+    })
+    .boxed()
 }
 
 /// Deletes sealed snapshots older than the `keep` newest, and unsealed ones (a writer

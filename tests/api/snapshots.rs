@@ -17,6 +17,7 @@ crate::on_both_stores!(
     a_start_from_a_snapshot_plus_later_events_equals_a_full_replay,
     an_unusable_snapshot_falls_back_to_a_full_replay_that_serves_correctly,
     a_snapshot_recording_a_version_the_store_lacks_is_not_used,
+    a_snapshot_missing_a_middle_chunk_is_taken_out_again_before_the_full_replay,
 );
 
 type Views = BTreeMap<String, Arc<ClientKeyView>>;
@@ -304,6 +305,66 @@ async fn an_unusable_snapshot_falls_back_to_a_full_replay_that_serves_correctly(
         next.app.stop().await;
     }
     reference.finish().await;
+}
+
+/// Chunks are installed as they pass; one missing after others were installed is found
+/// only then, and what was installed must not survive into the full replay's read
+/// models (renamed keys would show the snapshot's names).
+async fn a_snapshot_missing_a_middle_chunk_is_taken_out_again_before_the_full_replay(
+    kind: StoreKind,
+) {
+    let app = TestApp::spawn(kind).await;
+    let keys = 2 * widget_auth::snapshot::format::CHUNK_KEYS + 1;
+    let mut ids = Vec::with_capacity(keys);
+    for n in 0..keys {
+        ids.push(create(&app, &format!("Acme {n}")).await);
+    }
+    let store = app.store.clone();
+    // Its shutdown writes the snapshot: three chunks.
+    app.app.stop().await;
+    let newest = "(SELECT MAX(id) FROM read_model_snapshots)";
+    assert_eq!(
+        count(
+            &store,
+            &format!(
+                "SELECT CAST(COUNT(*) AS TEXT) FROM read_model_snapshot_chunks \
+                 WHERE snapshot_id = {newest}"
+            )
+        )
+        .await,
+        3
+    );
+    // The events now say "Acme …" under other names than the snapshot's first chunk
+    // does, as they would after any edit: if chunk 0 stayed installed, its views (of
+    // the same versions) would win over the replay's.
+    let renamed = match kind {
+        StoreKind::Postgres => "UPDATE events SET payload = jsonb_set(payload, \
+             '{ClientKeyCreated,name}', to_jsonb('Replayed ' || (payload #>> '{ClientKeyCreated,name}'))) \
+             WHERE event_type = 'ClientKeyCreated'",
+        StoreKind::Sqlite => "UPDATE events SET payload = json_set(payload, \
+             '$.ClientKeyCreated.name', 'Replayed ' || json_extract(payload, '$.ClientKeyCreated.name')) \
+             WHERE event_type = 'ClientKeyCreated'",
+    };
+    assert_eq!(store.execute(renamed).await, keys as u64);
+    assert_eq!(
+        store
+            .execute(&format!(
+                "DELETE FROM read_model_snapshot_chunks WHERE snapshot_id = {newest} AND chunk = 1"
+            ))
+            .await,
+        1
+    );
+    let app = TestApp::spawn_on(store.clone()).await;
+    assert_eq!(startup(&app).await, (false, keys as u64), "full replay");
+    let served = views(&app);
+    assert_eq!(served.len(), keys);
+    assert!(
+        served
+            .values()
+            .all(|v| v.state().name.as_str().starts_with("Replayed Acme")),
+        "no view of the snapshot's first chunk is left"
+    );
+    app.finish().await;
 }
 
 async fn a_snapshot_recording_a_version_the_store_lacks_is_not_used(kind: StoreKind) {
