@@ -13,9 +13,10 @@
 //!   losers wait in its busy handler (which sleeps in steps of up to 100 ms); a writer
 //!   that waits out the `busy_timeout` is refused with SQLITE_BUSY, counted apart from
 //!   the commits;
-//! - [`Turns::Queued`]: they queue in the process for the write lock, so SQLite never
-//!   sees two at once and commits follow each other back to back. Reported beside the
-//!   yardstick, since which of the two commits more depends on the disk, not on us.
+//! - [`Turns::Queued`], by hand only (`bench sqlite-commits --turns queued`): they queue in
+//!   the process for the write lock, so SQLite never sees two at once. Not the yardstick:
+//!   on the 2-core development VM it committed far less (about 200 a second, one
+//!   writer's rate, against 400-1,900 contending), so it is a floor, not SQLite's rate.
 
 use std::path::Path;
 use std::str::FromStr;
