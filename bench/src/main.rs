@@ -114,19 +114,6 @@ enum Sub {
         #[arg(long)]
         binary: Option<PathBuf>,
     },
-    /// SQLite's single-row commit rate on a fresh file with the server's settings, printed
-    /// as one line (the runner starts it itself, pinned to the server's core).
-    #[command(hide = true)]
-    SqliteCommits {
-        #[arg(long)]
-        file: PathBuf,
-        #[arg(long, default_value_t = 64)]
-        writers: u32,
-        #[arg(long, default_value_t = 5.0)]
-        seconds: f64,
-        #[arg(long, value_enum, default_value_t = sqlite_commits::Turns::Contending)]
-        turns: sqlite_commits::Turns,
-    },
     /// Run the bare axum baseline server (the runner starts it itself).
     Baseline {
         #[arg(long)]
@@ -158,6 +145,19 @@ enum Sub {
         /// Soak this widget-auth binary instead of building target/release/widget-auth.
         #[arg(long)]
         binary: Option<PathBuf>,
+    },
+    /// SQLite's own single-row commit rate: WRITERS connections committing one-row INSERTs
+    /// into a fresh FILE with the server's settings, printed as one line (the runner starts
+    /// it itself, pinned to the server's core, as the admin yardstick on SQLite).
+    SqliteCommits {
+        #[arg(long)]
+        file: PathBuf,
+        #[arg(long, default_value_t = 64)]
+        writers: u32,
+        #[arg(long, default_value_t = 5.0)]
+        seconds: f64,
+        #[arg(long, value_enum, default_value_t = sqlite_commits::Turns::Contending)]
+        turns: sqlite_commits::Turns,
     },
 }
 
