@@ -1,10 +1,11 @@
 //! `cargo run --release -p bench`: widget-auth side by side with a bare axum baseline,
 //! measured alternately in one run, written to BENCHMARKS.md as ratios.
 //!
-//! Layout of a run: both servers pinned to core 0 (only one is under load at a time),
-//! wrk pinned to core 1, PostgreSQL unpinned. Each scenario runs several rounds; each
-//! round runs the baseline and widget-auth back to back (the order flips every round),
-//! and the report gives medians.
+//! Layout of a run: every server pinned to core 0 (only one is under load at a time),
+//! wrk pinned to core 1, PostgreSQL unpinned. widget-auth runs once per store (`--store`:
+//! PostgreSQL, the embedded SQLite, or both at once). Each scenario runs several rounds;
+//! each round runs the baseline and every widget-auth back to back (the order flips
+//! every round), and the report gives medians.
 
 // A command-line tool: progress lines on stderr are its interface, not server logging.
 #![allow(clippy::print_stderr)]
@@ -13,6 +14,7 @@ mod baseline;
 mod scenarios;
 mod seed;
 mod soak;
+mod sqlite_commits;
 mod startup;
 mod wrk;
 
@@ -58,6 +60,45 @@ struct Args {
     /// Where to write the report.
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Which store widget-auth runs on: `postgres` (the local server), `sqlite` (the
+    /// embedded default: no DATABASE_URL, a fresh data directory) or `both`, side by side
+    /// in one run. The replay and memory parts seed PostgreSQL and run only with it.
+    #[arg(long, value_enum, default_value_t = StoreChoice::Both)]
+    store: StoreChoice,
+    /// Measure this widget-auth binary instead of building the release one (CI's smoke
+    /// run uses the debug build its tests made).
+    #[arg(long)]
+    binary: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum StoreChoice {
+    Postgres,
+    Sqlite,
+    Both,
+}
+
+/// A store widget-auth runs on in the benchmark.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreKind {
+    Postgres,
+    Sqlite,
+}
+
+impl StoreKind {
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Postgres => "PostgreSQL",
+            Self::Sqlite => "SQLite",
+        }
+    }
+
+    pub fn slug(self) -> &'static str {
+        match self {
+            Self::Postgres => "postgres",
+            Self::Sqlite => "sqlite",
+        }
+    }
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -114,6 +155,19 @@ enum Sub {
         #[arg(long)]
         binary: Option<PathBuf>,
     },
+    /// SQLite's own single-row commit rate: WRITERS connections committing one-row INSERTs
+    /// into a fresh FILE with the server's settings, printed as one line (the runner starts
+    /// it itself, pinned to the server's core, as the admin yardstick on SQLite).
+    SqliteCommits {
+        #[arg(long)]
+        file: PathBuf,
+        #[arg(long, default_value_t = 64)]
+        writers: u32,
+        #[arg(long, default_value_t = 5.0)]
+        seconds: f64,
+        #[arg(long, value_enum, default_value_t = sqlite_commits::Turns::Contending)]
+        turns: sqlite_commits::Turns,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -125,6 +179,21 @@ fn main() -> anyhow::Result<()> {
             .enable_all()
             .build()?;
         return runtime.block_on(baseline::serve(addr, &keys, &pem));
+    }
+    if let Some(Sub::SqliteCommits {
+        file,
+        writers,
+        seconds,
+        turns,
+    }) = &args.command
+    {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()?;
+        let rate = runtime.block_on(sqlite_commits::run(file, *writers, *seconds, *turns))?;
+        sqlite_commits::report(&rate);
+        return Ok(());
     }
     if let Some(Sub::Soak {
         minutes,
@@ -217,13 +286,20 @@ fn main() -> anyhow::Result<()> {
             root.join("BENCHMARKS.md")
         }
     });
-    ensure_tools()?;
-    build_server(&root)?;
+    let binary = match &args.binary {
+        Some(path) => path.clone(),
+        None => {
+            build_server(&root)?;
+            server_binary(&root)
+        }
+    };
+    let plan = args_to_plan(&args, binary);
+    ensure_tools(plan.stores.contains(&StoreKind::Postgres))?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
-    let report = runtime.block_on(scenarios::run_all(&args_to_plan(&args), &root))?;
+    let report = runtime.block_on(scenarios::run_all(&plan))?;
     std::fs::write(&out, report).with_context(|| format!("writing {}", out.display()))?;
     eprintln!("wrote {}", out.display());
     Ok(())
@@ -240,6 +316,10 @@ pub struct Plan {
     pub memory_keys: Vec<usize>,
     pub smoke: bool,
     pub only: Vec<String>,
+    /// The stores widget-auth runs on, PostgreSQL first when both.
+    pub stores: Vec<StoreKind>,
+    /// The widget-auth binary measured.
+    pub binary: PathBuf,
 }
 
 impl Plan {
@@ -249,7 +329,7 @@ impl Plan {
     }
 }
 
-fn args_to_plan(args: &Args) -> Plan {
+fn args_to_plan(args: &Args, binary: PathBuf) -> Plan {
     Plan {
         keys: args.keys,
         rounds: args.rounds,
@@ -259,6 +339,12 @@ fn args_to_plan(args: &Args) -> Plan {
         memory_keys: args.memory_keys.clone(),
         smoke: args.smoke,
         only: args.only.clone(),
+        stores: match args.store {
+            StoreChoice::Postgres => vec![StoreKind::Postgres],
+            StoreChoice::Sqlite => vec![StoreKind::Sqlite],
+            StoreChoice::Both => vec![StoreKind::Postgres, StoreKind::Sqlite],
+        },
+        binary,
     }
 }
 
@@ -266,8 +352,16 @@ fn workspace_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-/// wrk, taskset and pgbench: installed from Debian's packages when missing.
-fn ensure_tools() -> anyhow::Result<()> {
+/// The release build of widget-auth that `build_server` makes: under CARGO_TARGET_DIR
+/// when cargo was told to build elsewhere.
+pub fn server_binary(root: &std::path::Path) -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| root.join("target"), PathBuf::from)
+        .join("release/widget-auth")
+}
+
+/// wrk, taskset and (for PostgreSQL) pgbench: installed from Debian's packages when missing.
+fn ensure_tools(postgres: bool) -> anyhow::Result<()> {
     let missing = |tool: &str| {
         Command::new("which")
             .arg(tool)
@@ -282,7 +376,7 @@ fn ensure_tools() -> anyhow::Result<()> {
     if missing("taskset") {
         packages.push("util-linux");
     }
-    if missing("pgbench") {
+    if postgres && missing("pgbench") {
         packages.push("postgresql-contrib");
     }
     if packages.is_empty() {
