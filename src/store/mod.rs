@@ -33,6 +33,7 @@ use self::group_commit::GroupCommitRepository;
 pub use self::noops::NoopRecord;
 pub(crate) use self::rows::{decode_recorded_row, COLUMNS};
 use self::rows::{decode_row, REPLAY_SQL};
+use crate::ledger::LedgerWriters;
 use crate::metrics::{count_health_query, count_query};
 
 pub type AggregateContext = cqrs_es::persist::EventStoreAggregateContext<ClientKey>;
@@ -213,10 +214,13 @@ pub enum Store {
     Postgres {
         pool: PgPool,
         events: PersistedEventStore<GroupCommitRepository, ClientKey>,
+        /// The token ledger's batched writes (`ledger/group.rs`), on this pool.
+        ledger: LedgerWriters,
     },
     Sqlite {
         pool: SqlitePool,
         events: PersistedEventStore<SqliteEventRepository, ClientKey>,
+        ledger: LedgerWriters,
     },
 }
 
@@ -282,7 +286,12 @@ impl Store {
                 let events =
                     PersistedEventStore::new_event_store(GroupCommitRepository::new(pool.clone()))
                         .with_upcasters(domain::events::upcasters());
-                Ok(Self::Postgres { pool, events })
+                let ledger = LedgerWriters::postgres(pool.clone(), is_unavailable);
+                Ok(Self::Postgres {
+                    pool,
+                    events,
+                    ledger,
+                })
             }
             Some(url) if url.starts_with("sqlite:") => {
                 let options: SqliteConnectOptions = url.parse().map_err(|e: sqlx::Error| {
@@ -337,7 +346,12 @@ impl Store {
         }
         let events = PersistedEventStore::new_event_store(SqliteEventRepository::new(pool.clone()))
             .with_upcasters(domain::events::upcasters());
-        Ok(Self::Sqlite { pool, events })
+        let ledger = LedgerWriters::sqlite(pool.clone(), is_unavailable);
+        Ok(Self::Sqlite {
+            pool,
+            events,
+            ledger,
+        })
     }
 
     pub fn kind(&self) -> &'static str {

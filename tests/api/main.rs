@@ -12,6 +12,7 @@ mod cli_keys;
 mod console;
 mod edge;
 mod group_commit;
+mod ledger;
 mod limits;
 mod metrics;
 mod openapi;

@@ -7,15 +7,36 @@
 //! same statement. Rows are pruned every hour once every token they cover has expired
 //! (an expired token is refused by its signature check alone). Same tables and SQL on
 //! SQLite and PostgreSQL, on the event store's pools: the methods extend [`Store`], so
-//! callers keep writing `store.use_token(...)`.
+//! callers keep writing `store.use_token(...)`. Concurrent exchanges and spends are
+//! written together, one statement (PostgreSQL) or transaction (SQLite) per batch, by
+//! the writers in `group.rs`, which the store starts when it opens.
+
+mod group;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
 
+pub use self::group::LedgerWriters;
+use self::group::{Failed, SpendRow};
 use crate::metrics::count_query;
-use crate::store::{on_pool, Store, StoreError};
+use crate::store::{is_unavailable, on_pool, Store, StoreError};
+
+/// The ledger's writers have stopped: only while the store is being dropped.
+#[derive(Debug, thiserror::Error)]
+#[error("the token ledger's writers have stopped")]
+struct WritersStopped;
+
+/// A batch's failure as its callers get it, with the same unavailability as before the
+/// writes were grouped (so the HTTP layer still answers 503 when the store is down).
+fn store_error(failed: Failed) -> StoreError {
+    match failed {
+        Failed::Store(err) if is_unavailable(&err) => StoreError::Unavailable(Box::new(err)),
+        Failed::Store(err) => StoreError::Other(Box::new(err)),
+        Failed::Stopped => StoreError::Unavailable(Box::new(WritersStopped)),
+    }
+}
 
 /// What the token ledger knew when a visitor token was presented.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -147,8 +168,15 @@ fn family_record(row: FamilyRow) -> FamilyRecord {
 }
 
 impl Store {
+    fn ledger_writers(&self) -> &LedgerWriters {
+        match self {
+            Store::Postgres { ledger, .. } | Store::Sqlite { ledger, .. } => ledger,
+        }
+    }
+
     /// Records the use of a single-use token in one atomic insert: of two nodes racing
-    /// with the same `jti`, exactly one gets [`TokenUse::First`].
+    /// with the same `jti`, exactly one gets [`TokenUse::First`]. Concurrent calls share
+    /// the insert (`group.rs`); a `jti` is in at most one of its rows.
     pub async fn use_token(
         &self,
         jti: &str,
@@ -156,29 +184,15 @@ impl Store {
         now_ms: i64,
         expires_at: i64,
     ) -> Result<TokenUse, StoreError> {
-        count_query();
-        const INSERT: &str =
-            "INSERT INTO token_ledger (jti, kind, family, used_at_ms, expires_at) \
-             VALUES ($1, $2, NULL, $3, $4) ON CONFLICT (jti) DO NOTHING";
-        const USED_AT: &str = "SELECT used_at_ms FROM token_ledger WHERE jti = $1";
-        let inserted = on_pool!(self, |pool| sqlx::query(INSERT)
-            .bind(jti)
-            .bind(kind)
-            .bind(now_ms)
-            .bind(expires_at)
-            .execute(pool)
+        let used = self
+            .ledger_writers()
+            .exchange(jti, kind, now_ms, expires_at)
             .await
-            .map(|done| done.rows_affected()))
-        .map_err(StoreError::from_sqlx)?;
-        if inserted == 1 {
-            return Ok(TokenUse::First);
-        }
-        let used_at_ms: i64 = on_pool!(self, |pool| sqlx::query_scalar(USED_AT)
-            .bind(jti)
-            .fetch_one(pool)
-            .await)
-        .map_err(StoreError::from_sqlx)?;
-        Ok(TokenUse::Again { used_at_ms })
+            .map_err(store_error)?;
+        Ok(match used {
+            None => TokenUse::First,
+            Some(used_at_ms) => TokenUse::Again { used_at_ms },
+        })
     }
 
     /// Spends a refresh token, in one statement: the family's row is created (first
@@ -186,47 +200,33 @@ impl Store {
     /// recording the successor; otherwise nothing is written. Under any concurrency, on
     /// any number of nodes, one request spends a given token and the rest see
     /// [`SpendOutcome::NotSpent`] with the successor it recorded. A token spent before
-    /// this table existed (its `jti` in `token_ledger`) is never spent again.
+    /// this table existed (its `jti` in `token_ledger`) is never spent again. Concurrent
+    /// spends of distinct families share the statement (`group.rs`).
     pub async fn spend_refresh_token(&self, spend: &Spend<'_>) -> Result<SpendOutcome, StoreError> {
-        count_query();
-        // `INSERT … SELECT … WHERE` (not VALUES) for the legacy check; SQLite needs the
-        // WHERE anyway to parse the upsert after a SELECT.
-        const UPSERT: &str = "INSERT INTO refresh_family_heads AS f \
-             (family, head_jti, head_generation, head_iat, head_exp, head_ver, \
-              spent_jti, spent_at_ms, ends_at) \
-             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9 \
-             WHERE NOT EXISTS (SELECT 1 FROM token_ledger WHERE jti = $7) \
-             AND NOT EXISTS (SELECT 1 FROM events WHERE aggregate_type = 'ClientKey' \
-                 AND aggregate_id = $10 AND sequence > $11 \
-                 AND event_type IN ('SessionsRevoked', 'ClientKeyDisabled')) \
-             ON CONFLICT (family) DO UPDATE SET \
-               head_jti = excluded.head_jti, head_generation = excluded.head_generation, \
-               head_iat = excluded.head_iat, head_exp = excluded.head_exp, \
-               head_ver = excluded.head_ver, spent_jti = excluded.spent_jti, \
-               spent_at_ms = excluded.spent_at_ms, \
-               ends_at = CASE WHEN f.ends_at > excluded.ends_at \
-                         THEN f.ends_at ELSE excluded.ends_at END \
-             WHERE f.head_jti = excluded.spent_jti AND f.revoked_at IS NULL \
-             RETURNING family";
         let successor = spend.successor;
-        let spent: Option<String> = on_pool!(self, |pool| sqlx::query_scalar(UPSERT)
-            .bind(spend.family)
-            .bind(&successor.jti)
-            .bind(successor.generation)
-            .bind(successor.iat)
-            .bind(successor.exp)
-            .bind(successor.ver)
-            .bind(spend.spent_jti)
-            .bind(spend.now_ms)
-            .bind(spend.ends_at)
-            .bind(spend.client_key)
-            .bind(spend.seen_version)
-            .fetch_optional(pool)
-            .await)
-        .map_err(StoreError::from_sqlx)?;
-        if spent.is_some() {
+        let row = SpendRow {
+            family: spend.family.to_owned(),
+            head_jti: successor.jti.clone(),
+            head_generation: successor.generation,
+            head_iat: successor.iat,
+            head_exp: successor.exp,
+            head_ver: successor.ver,
+            spent_jti: spend.spent_jti.to_owned(),
+            spent_at_ms: spend.now_ms,
+            ends_at: spend.ends_at,
+            client_key: spend.client_key.to_owned(),
+            seen_version: spend.seen_version,
+        };
+        let spent = self
+            .ledger_writers()
+            .spend(row)
+            .await
+            .map_err(store_error)?;
+        if spent {
             return Ok(SpendOutcome::Spent);
         }
+        // Why it was not spent, read after the write (and off the writers' path): a
+        // racing spend that won is committed by now, so its successor is in the row.
         let record = self.refresh_family(spend.family).await?;
         if record.as_ref().is_some_and(|r| r.revoked.is_some()) {
             return Ok(SpendOutcome::NotSpent(record));
