@@ -2,11 +2,12 @@
 //!
 //! postgres-es and sqlite-es commit each command as its own transaction: `BEGIN`,
 //! `INSERT`, `COMMIT`, one log flush per command. That capped admin commands far below
-//! what either database commits here (BENCHMARKS.md, "Admin commands"; on SQLite the
-//! pool's connections also queued for its single write lock in SQLite's busy handler,
-//! whose sleeps made the tail latency). [`GroupCommitRepository`] keeps the cqrs-es
-//! contract (`PersistedEventRepository`, so loads, upcasting and the optimistic check
-//! stay cqrs-es's) and changes only how a single-event commit reaches the database:
+//! what either database commits here (BENCHMARKS.md, "Admin commands"; README, "Stores",
+//! for SQLite, where the pool's connections also queued for its single write lock in
+//! SQLite's busy handler, whose sleeps made the tail latency). [`GroupCommitRepository`]
+//! keeps the cqrs-es contract (`PersistedEventRepository`, so loads, upcasting and the
+//! optimistic check stay cqrs-es's) and changes only how a single-event commit reaches
+//! the database:
 //! commits that arrive while others are in flight are written together, in one
 //! transaction, one log flush for the whole group. Every event of a group is durable
 //! before any of its commands is answered.

@@ -5,7 +5,10 @@
 //! for the write lock in SQLite's busy handler, whose sleeps were what made the tail
 //! latency before group commit. `IMMEDIATE` takes the write lock at `BEGIN`, so waiting
 //! for it (the token ledger and snapshots write too) happens there, under the busy
-//! timeout, not halfway through the group.
+//! timeout, before anything of the group is written.
+//!
+//! One multi-row `INSERT` rather than one per event: fewer round trips to sqlx's SQLite
+//! worker thread (9,600 against 7,200 commands/s, README "Stores").
 
 use std::sync::LazyLock;
 
