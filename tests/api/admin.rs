@@ -19,6 +19,8 @@ crate::on_both_stores!(
     an_idempotency_key_reused_for_another_body_is_refused,
     concurrent_commands_on_one_key_keep_sequences_contiguous,
     concurrent_commands_with_the_same_expected_version_have_one_winner,
+    sixty_four_concurrent_commands_on_distinct_keys_each_commit_once,
+    concurrent_creations_under_one_idempotency_key_create_one_key,
     a_restart_keeps_keys_configs_and_idempotency_records,
     rotating_keys_returns_the_new_key_and_keeps_the_old_in_grace,
     every_command_records_its_event_with_metadata,
@@ -604,6 +606,88 @@ async fn concurrent_commands_with_the_same_expected_version_have_one_winner(stor
         "{statuses:?}"
     );
     assert_eq!(app.events(&id).await.len(), 2);
+    app.finish().await;
+}
+
+/// 64 commands at once on 64 keys: the group commit writes them together (in one group
+/// or a few) and each is answered with its own key's new version.
+async fn sixty_four_concurrent_commands_on_distinct_keys_each_commit_once(store: StoreKind) {
+    let app = TestApp::spawn(store).await;
+    let mut ids = Vec::new();
+    for _ in 0..64 {
+        let created = app.create_default_key().await;
+        ids.push(created["id"].as_str().expect("id").to_owned());
+    }
+    let requests = ids.iter().enumerate().map(|(i, id)| {
+        let body = json!({"type": "change_origins", "origins": [format!("https://site{i}.test")]});
+        app.command(id, body)
+    });
+    let responses = futures::future::join_all(requests).await;
+
+    for (response, id) in responses.into_iter().zip(&ids) {
+        let (status, body) = status_json(response).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(
+            (body["id"].as_str(), &body["version"]),
+            (Some(id.as_str()), &json!(2))
+        );
+    }
+    for (i, id) in ids.iter().enumerate() {
+        let events = app.events(id).await;
+        let sequences: Vec<&Value> = events.iter().map(|e| &e["sequence"]).collect();
+        assert_eq!(sequences, [&json!(1), &json!(2)], "{id}");
+        assert_eq!(
+            events[1]["payload"]["origins"],
+            json!([format!("https://site{i}.test")])
+        );
+    }
+    let stored = app
+        .store
+        .raw_rows("SELECT aggregate_id FROM events WHERE sequence = 2")
+        .await;
+    assert_eq!(
+        stored.len(),
+        64,
+        "every command's event stored exactly once"
+    );
+    app.finish().await;
+}
+
+/// Retries of one creation racing each other: their events are on distinct new keys, so
+/// they can share a group, where the Idempotency-Key index keeps only the first. Every
+/// retry is answered with the key that one created.
+async fn concurrent_creations_under_one_idempotency_key_create_one_key(store: StoreKind) {
+    let app = TestApp::spawn(store).await;
+    let path = "/internal/v1/client-keys";
+    let body = json!({"name": "Acme", "origins": ["https://acme.test"]});
+    let requests =
+        (0..8).map(|_| app.admin_post_with(path, &body, &[("idempotency-key", "create-race")]));
+    let responses = futures::future::join_all(requests).await;
+
+    let mut answers = Vec::new();
+    for response in responses {
+        let replayed = response.headers().contains_key("idempotent-replayed");
+        let (status, body) = status_json(response).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        answers.push((replayed, body));
+    }
+    let first: Vec<&Value> = answers.iter().filter(|(r, _)| !r).map(|(_, b)| b).collect();
+    assert_eq!(first.len(), 1, "one creation answered as new: {answers:?}");
+    assert!(first[0]["secret_key"].is_string());
+    for (replayed, answer) in &answers {
+        assert_eq!(answer["id"], first[0]["id"], "{answers:?}");
+        if *replayed {
+            assert!(
+                answer.get("secret_key").is_none(),
+                "the secret is shown once"
+            );
+        }
+    }
+    let created = app
+        .store
+        .raw_rows("SELECT aggregate_id FROM events WHERE event_type = 'ClientKeyCreated'")
+        .await;
+    assert_eq!(created, [first[0]["id"].as_str().expect("id")]);
     app.finish().await;
 }
 
