@@ -161,7 +161,7 @@ enum Sub {
     SqliteCommits {
         #[arg(long)]
         file: PathBuf,
-        #[arg(long, default_value_t = 64)]
+        #[arg(long, default_value_t = 1)]
         writers: u32,
         #[arg(long, default_value_t = 5.0)]
         seconds: f64,

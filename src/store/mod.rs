@@ -4,7 +4,7 @@
 //! the start-up replay, idempotency look-ups) are plain SQL here, identical for both
 //! stores, decoded in one place (`rows.rs`) so upcasting happens in one place.
 //!
-//! This module is the event store only: the token ledger's tables are `ledger.rs`'s, the
+//! This module is the event store only: the token ledger's tables are `ledger/`'s, the
 //! cross-node feed's queries live with the feed, and the query counters with the metrics.
 
 pub mod files;
@@ -232,7 +232,7 @@ impl std::fmt::Debug for Store {
     }
 }
 
-/// Runs the same query text on whichever pool the store has (here and in `ledger.rs`).
+/// Runs the same query text on whichever pool the store has (here and in `ledger/`).
 macro_rules! on_pool {
     ($store:expr, |$pool:ident| $body:expr) => {
         match $store {
