@@ -58,8 +58,11 @@ fn start_ours_with(
                 .env("DATABASE_URL", url)
                 // Pool size for the admin comparison: pgbench's 64 clients plus these
                 // must fit in PostgreSQL's default 100 connections (the pool stays open
-                // while pgbench runs).
-                .env("WIDGET_AUTH_DB_MAX_CONNECTIONS", "30");
+                // while pgbench runs). At 30, once the admin load and the ledger's
+                // writers had filled the pool, pgbench's 64 were refused ("too many
+                // clients"); 20 still leaves the commits and the ledger's 8 writers
+                // connections of their own.
+                .env("WIDGET_AUTH_DB_MAX_CONNECTIONS", "20");
         }
         // The embedded default exactly as a user gets it: no DATABASE_URL (not even one
         // inherited from the shell running the benchmark), the store's own pool.
