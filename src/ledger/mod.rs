@@ -11,14 +11,14 @@
 //! written together, one statement (PostgreSQL) or transaction (SQLite) per batch, by
 //! the writers in `group.rs`, which the store starts when it opens.
 
-mod group;
+pub(crate) mod group;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
 
-pub use self::group::LedgerWriters;
+use self::group::LedgerWriters;
 use self::group::{Failed, SpendRow};
 use crate::metrics::count_query;
 use crate::store::{is_unavailable, on_pool, Store, StoreError};

@@ -32,7 +32,7 @@ use self::group_commit::GroupCommitRepository;
 pub use self::noops::NoopRecord;
 pub(crate) use self::rows::{decode_recorded_row, COLUMNS};
 use self::rows::{decode_row, REPLAY_SQL};
-use crate::ledger::LedgerWriters;
+use crate::ledger::group::LedgerWriters;
 use crate::metrics::{count_health_query, count_query};
 
 pub type AggregateContext = cqrs_es::persist::EventStoreAggregateContext<ClientKey>;
