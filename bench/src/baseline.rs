@@ -200,12 +200,7 @@ async fn guest(
         "token": token, "token_type": "Bearer", "expires_in": 900,
         "refresh_token": refresh, "refresh_expires_in": 604_800, "visitor_id": visitor,
     });
-    let mut response = Json(body).into_response();
-    let headers = response.headers_mut();
-    headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
-    headers.insert(header::VARY, HeaderValue::from_static("Origin"));
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    response
+    session_response(body, origin)
 }
 
 #[derive(Deserialize)]
@@ -311,6 +306,11 @@ fn crypto_only(state: &Baseline, headers: &HeaderMap, token: &str, kind: TokenKi
         refresh_expires_in: REFRESH_TTL,
         visitor_id: (kind == TokenKind::Visitor).then(|| claims.sub.clone()),
     };
+    session_response(body, origin)
+}
+
+/// A token response as widget-auth sends it: JSON, CORS for the one origin, never cached.
+fn session_response(body: impl Serialize, origin: HeaderValue) -> Response {
     let mut response = Json(body).into_response();
     let headers = response.headers_mut();
     headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);

@@ -334,27 +334,47 @@ impl PgBatch for Exchange {
 /// created (first rotation) or moved on (the presented token is its live head and the
 /// family is not revoked) unless the token was spent in the legacy `token_ledger` or
 /// the key was revoked or disabled after the version the caller checked.
-const PG_SPEND: &str = "INSERT INTO refresh_family_heads AS f \
-     (family, head_jti, head_generation, head_iat, head_exp, head_ver, \
-      spent_jti, spent_at_ms, ends_at) \
-     SELECT r.fam, r.hj, r.hg, r.hi, r.he, r.hv, r.sj, r.sa, r.ea \
+/// The spend statement on either database, from its row source (`select`) and how that
+/// source names the spent token, the key and the version the caller checked: one text
+/// for the guards and the upsert, so the two databases cannot drift apart.
+macro_rules! spend_statement {
+    (select: $select:literal, spent_jti: $sj:literal, client_key: $ck:literal, seen: $seen:literal) => {
+        concat!(
+            "INSERT INTO refresh_family_heads AS f \
+             (family, head_jti, head_generation, head_iat, head_exp, head_ver, \
+              spent_jti, spent_at_ms, ends_at) ",
+            $select,
+            " WHERE NOT EXISTS (SELECT 1 FROM token_ledger WHERE jti = ",
+            $sj,
+            ") AND NOT EXISTS (SELECT 1 FROM events WHERE aggregate_type = 'ClientKey' \
+             AND aggregate_id = ",
+            $ck,
+            " AND sequence > ",
+            $seen,
+            " AND event_type IN ('SessionsRevoked', 'ClientKeyDisabled')) \
+             ON CONFLICT (family) DO UPDATE SET \
+               head_jti = excluded.head_jti, head_generation = excluded.head_generation, \
+               head_iat = excluded.head_iat, head_exp = excluded.head_exp, \
+               head_ver = excluded.head_ver, spent_jti = excluded.spent_jti, \
+               spent_at_ms = excluded.spent_at_ms, \
+               ends_at = CASE WHEN f.ends_at > excluded.ends_at \
+                         THEN f.ends_at ELSE excluded.ends_at END \
+             WHERE f.head_jti = excluded.spent_jti AND f.revoked_at IS NULL \
+             RETURNING family"
+        )
+    };
+}
+
+const PG_SPEND: &str = spend_statement!(
+    select: "SELECT r.fam, r.hj, r.hg, r.hi, r.he, r.hv, r.sj, r.sa, r.ea \
      FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::bigint[], \
                  $6::bigint[], $7::text[], $8::bigint[], $9::bigint[], $10::text[], \
                  $11::bigint[]) \
-       AS r(fam, hj, hg, hi, he, hv, sj, sa, ea, ck, seen) \
-     WHERE NOT EXISTS (SELECT 1 FROM token_ledger WHERE jti = r.sj) \
-     AND NOT EXISTS (SELECT 1 FROM events WHERE aggregate_type = 'ClientKey' \
-         AND aggregate_id = r.ck AND sequence > r.seen \
-         AND event_type IN ('SessionsRevoked', 'ClientKeyDisabled')) \
-     ON CONFLICT (family) DO UPDATE SET \
-       head_jti = excluded.head_jti, head_generation = excluded.head_generation, \
-       head_iat = excluded.head_iat, head_exp = excluded.head_exp, \
-       head_ver = excluded.head_ver, spent_jti = excluded.spent_jti, \
-       spent_at_ms = excluded.spent_at_ms, \
-       ends_at = CASE WHEN f.ends_at > excluded.ends_at \
-                 THEN f.ends_at ELSE excluded.ends_at END \
-     WHERE f.head_jti = excluded.spent_jti AND f.revoked_at IS NULL \
-     RETURNING family";
+       AS r(fam, hj, hg, hi, he, hv, sj, sa, ea, ck, seen)",
+    spent_jti: "r.sj",
+    client_key: "r.ck",
+    seen: "r.seen"
+);
 
 impl PgBatch for Spend {
     type Output = bool;
@@ -472,23 +492,12 @@ const SQLITE_EXCHANGE: &str =
 const SQLITE_USED_AT: &str = "SELECT used_at_ms FROM token_ledger WHERE jti = $1";
 // `INSERT … SELECT … WHERE` (not VALUES) for the legacy check; SQLite needs the WHERE
 // anyway to parse the upsert after a SELECT.
-const SQLITE_SPEND: &str = "INSERT INTO refresh_family_heads AS f \
-     (family, head_jti, head_generation, head_iat, head_exp, head_ver, \
-      spent_jti, spent_at_ms, ends_at) \
-     SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9 \
-     WHERE NOT EXISTS (SELECT 1 FROM token_ledger WHERE jti = $7) \
-     AND NOT EXISTS (SELECT 1 FROM events WHERE aggregate_type = 'ClientKey' \
-         AND aggregate_id = $10 AND sequence > $11 \
-         AND event_type IN ('SessionsRevoked', 'ClientKeyDisabled')) \
-     ON CONFLICT (family) DO UPDATE SET \
-       head_jti = excluded.head_jti, head_generation = excluded.head_generation, \
-       head_iat = excluded.head_iat, head_exp = excluded.head_exp, \
-       head_ver = excluded.head_ver, spent_jti = excluded.spent_jti, \
-       spent_at_ms = excluded.spent_at_ms, \
-       ends_at = CASE WHEN f.ends_at > excluded.ends_at \
-                 THEN f.ends_at ELSE excluded.ends_at END \
-     WHERE f.head_jti = excluded.spent_jti AND f.revoked_at IS NULL \
-     RETURNING family";
+const SQLITE_SPEND: &str = spend_statement!(
+    select: "SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9",
+    spent_jti: "$7",
+    client_key: "$10",
+    seen: "$11"
+);
 
 /// Writes a batch as one transaction, its requests one after another in arrival order.
 /// Each statement sees what the ones before it wrote, so a repeated `jti` or family in
