@@ -4,14 +4,18 @@
 //! accept queue), and on shutdown a bounded grace for in-flight requests.
 //!
 //! Built from hyper-util's server (the same one `axum::serve` uses, configured here
-//! because `axum::serve` exposes neither a timer nor the header timeout) and tower-http's
-//! timeout layer; this module only wires them together:
-//! - hyper's HTTP/1 `header_read_timeout` with a Tokio timer closes a connection that
-//!   waits for a head longer than the keep-alive idle time (hyper starts that clock
-//!   whenever it waits for a head); [`head_deadline`], around the TCP stream, closes one
-//!   whose head, once begun (or since the connection opened), is not complete in time;
-//! - [`tower_http::timeout::TimeoutLayer`] bounds everything after the head, the body
-//!   included (its per-frame body timeout would let a trickled body run forever): 408;
+//! because `axum::serve` exposes neither a timer nor the header timeout); this module
+//! wires it up:
+//! - [`head_deadline`], around the TCP stream, closes a connection whose head, once begun
+//!   (or since the connection opened), is not complete in time, and one left idle after
+//!   an answer longer than the keep-alive idle time (hyper's own `header_read_timeout`,
+//!   one clock for both, is off);
+//! - [`WholeRequest`] bounds everything after the head of a request that has a body, the
+//!   body included (tower-http's per-frame body timeout would let a trickled body run
+//!   forever): 408. A request without one is whole once its head is, which the head
+//!   deadline already bounds, so [`WholeRequest`] arms no timer for it: a timer per
+//!   request is a clock read and a timer-wheel insert and removal on the busiest path
+//!   (config, a GET);
 //! - HTTP/1 only: HTTP/2 without TLS (h2c, which no browser speaks) has no header timeout
 //!   in hyper, so a silent h2c client could hold a connection without limit; and with
 //!   one protocol the builder starts HTTP/1 at once instead of first waiting for bytes to
@@ -21,23 +25,26 @@
 //!   `into_make_service_with_connect_info` would give it, for handlers that need the
 //!   client's address.
 
+use std::convert::Infallible;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::http::{Request, StatusCode};
-use axum::Router;
-use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use axum::response::{IntoResponse as _, Response};
+use futures::future::{Either, FutureExt as _, Map};
+use hyper::body::{Body as _, Incoming};
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
-use tower::ServiceExt as _;
-use tower_http::timeout::TimeoutLayer;
+use tokio::time::error::Elapsed;
+use tower::{Service, ServiceExt as _};
 
 use crate::config::{ConnectionTimeouts, Settings};
 
@@ -62,26 +69,27 @@ impl Limits {
     }
 }
 
-/// Serves `listener` until `stop` turns true, then stops accepting, gives in-flight
-/// requests `shutdown_grace` to finish and closes whatever is still open.
-pub async fn serve(
+/// Serves `listener` with `service` (a listener's router, or the public edge around
+/// one) until `stop` turns true, then stops accepting, gives in-flight requests
+/// `shutdown_grace` to finish and closes whatever is still open.
+pub async fn serve<S>(
     name: &'static str,
     listener: TcpListener,
-    router: Router,
+    service: S,
     limits: Limits,
     mut stop: watch::Receiver<bool>,
-) {
+) where
+    S: Service<Request<Body>, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
     let mut builder = auto::Builder::new(TokioExecutor::new()).http1_only();
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.timeouts.idle_keep_alive);
-    let service = tower::ServiceBuilder::new()
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
-            limits.timeouts.whole_request,
-        ))
-        .service(router);
+    // Off, not left at hyper's default (30 s, which also needs a timer): `HeadDeadline`
+    // times heads and idleness.
+    builder.http1().header_read_timeout(None);
+    let service = WholeRequest {
+        inner: service,
+        limit: limits.timeouts.whole_request,
+    };
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     let graceful = GracefulShutdown::new();
     let mut connections = JoinSet::new();
@@ -111,7 +119,12 @@ pub async fn serve(
         while connections.try_join_next().is_some() {}
         let _ = stream.set_nodelay(true);
         let heads = Arc::new(Heads::default());
-        let stream = HeadDeadline::new(stream, heads.clone(), limits.timeouts.request_head);
+        let stream = HeadDeadline::new(
+            stream,
+            heads.clone(),
+            limits.timeouts.request_head,
+            limits.timeouts.idle_keep_alive,
+        );
         let service = service
             .clone()
             .map_request(move |request: Request<Incoming>| {
@@ -147,6 +160,45 @@ pub async fn serve(
     connections.shutdown().await;
 }
 
+/// The whole-request deadline, for requests with a body only (see the module's notes):
+/// past `limit`, 408 and the handler's future dropped.
+#[derive(Clone)]
+struct WholeRequest<S> {
+    inner: S,
+    limit: Duration,
+}
+
+type Timed<F, E> =
+    Map<tokio::time::Timeout<F>, fn(Result<Result<Response, E>, Elapsed>) -> Result<Response, E>>;
+
+fn timed_out<E>(answer: Result<Result<Response, E>, Elapsed>) -> Result<Response, E> {
+    answer.unwrap_or_else(|_| Ok(StatusCode::REQUEST_TIMEOUT.into_response()))
+}
+
+impl<S> Service<Request<Body>> for WholeRequest<S>
+where
+    S: Service<Request<Body>, Response = Response>,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = Either<S::Future, Timed<S::Future, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<Body>) -> Self::Future {
+        let bodiless = request.body().is_end_stream();
+        let answer = self.inner.call(request);
+        if bodiless {
+            Either::Left(answer)
+        } else {
+            let timed_out: fn(_) -> _ = timed_out::<S::Error>;
+            Either::Right(tokio::time::timeout(self.limit, answer).map(timed_out))
+        }
+    }
+}
+
 /// Resolves once shutdown is asked for (or its sender is gone).
 async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|stopped| *stopped).await;
@@ -158,6 +210,7 @@ mod tests {
 
     use axum::extract::ConnectInfo;
     use axum::routing::get;
+    use axum::Router;
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
     use super::*;

@@ -1,11 +1,12 @@
-//! The request-head deadline, kept apart from the keep-alive idle time.
+//! The request-head deadline and the keep-alive idle time, kept apart.
 //!
 //! Hyper has one timer for both: its `header_read_timeout` starts whenever the connection
 //! waits for a head, so an idle keep-alive connection and a client trickling its head get
 //! the same deadline. The contract gives them different ones (10 s for a head, 60 s of
-//! idleness), so hyper's timer is set to the idle time and this adapter, around the TCP
-//! stream, enforces the head's: from the connection's start, and from the first byte read
-//! after an answer, the head must be complete within `limit`.
+//! idleness), so hyper's is off and this adapter, around the TCP stream, enforces both:
+//! from the connection's start, and from the first byte read after an answer, the head
+//! must be complete within `limit`; after an answer, the next request's first byte must
+//! come within `idle`.
 //!
 //! "Complete" is told by the service: it bumps [`Heads`] for each request hyper hands it,
 //! which hyper does as soon as it has parsed a head. The adapter learns of it on its next
@@ -15,6 +16,10 @@
 //! Once the answer is being written the connection counts as idle again, until bytes
 //! arrive. A body sent after a `100 Continue` therefore gets `limit` from its first byte
 //! rather than the whole-request time: stricter, never looser.
+//!
+//! One timer per connection serves both deadlines and is moved, not replaced: hyper's
+//! own idle timer was a new boxed timer registered and dropped for every request on a
+//! keep-alive connection (BENCHMARKS.md, "Counted in instructions").
 
 use std::future::Future as _;
 use std::io;
@@ -48,8 +53,9 @@ enum Phase {
     Head { due: Instant, armed: bool },
     /// A head was parsed and its answer is not out yet: the whole-request timeout's turn.
     Serving,
-    /// An answer went out; nothing read since. Hyper's idle timer's turn.
-    Idle,
+    /// An answer went out; nothing read since. `armed` once a read has had to wait: the
+    /// idle time counts from then (right after the answer, when hyper reads again).
+    Idle { armed: bool },
 }
 
 pub struct HeadDeadline<T> {
@@ -58,12 +64,14 @@ pub struct HeadDeadline<T> {
     seen: u64,
     phase: Phase,
     limit: Duration,
+    idle: Duration,
     timer: Pin<Box<Sleep>>,
 }
 
 impl<T> HeadDeadline<T> {
-    /// `io` of a connection accepted just now: its first head is due within `limit`.
-    pub fn new(io: T, heads: Arc<Heads>, limit: Duration) -> Self {
+    /// `io` of a connection accepted just now: its first head is due within `limit`, and
+    /// after each answer the next request must start within `idle`.
+    pub fn new(io: T, heads: Arc<Heads>, limit: Duration, idle: Duration) -> Self {
         let due = Instant::now() + limit;
         Self {
             io,
@@ -71,6 +79,7 @@ impl<T> HeadDeadline<T> {
             heads,
             phase: Phase::Head { due, armed: false },
             limit,
+            idle,
             timer: Box::pin(tokio::time::sleep_until(due)),
         }
     }
@@ -96,7 +105,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for HeadDeadline<T> {
         let before = buf.filled().len();
         match Pin::new(&mut this.io).poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {
-                if this.phase == Phase::Idle && buf.filled().len() > before {
+                if matches!(this.phase, Phase::Idle { .. }) && buf.filled().len() > before {
                     this.phase = Phase::Head {
                         due: Instant::now() + this.limit,
                         armed: false,
@@ -105,17 +114,25 @@ impl<T: AsyncRead + Unpin> AsyncRead for HeadDeadline<T> {
                 Poll::Ready(Ok(()))
             }
             Poll::Pending => {
-                if let Phase::Head { due, armed } = &mut this.phase {
-                    if !*armed {
-                        this.timer.as_mut().reset(*due);
-                        *armed = true;
+                let expired = match &mut this.phase {
+                    Phase::Head { due, armed } => {
+                        if !*armed {
+                            this.timer.as_mut().reset(*due);
+                            *armed = true;
+                        }
+                        "request head not complete in time"
                     }
-                    if this.timer.as_mut().poll(cx).is_ready() {
-                        return Poll::Ready(Err(io::Error::new(
-                            io::ErrorKind::TimedOut,
-                            "request head not complete in time",
-                        )));
+                    Phase::Idle { armed } => {
+                        if !*armed {
+                            this.timer.as_mut().reset(Instant::now() + this.idle);
+                            *armed = true;
+                        }
+                        "keep-alive connection idle too long"
                     }
+                    Phase::Serving => return Poll::Pending,
+                };
+                if this.timer.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, expired)));
                 }
                 Poll::Pending
             }
@@ -163,7 +180,7 @@ impl<T> HeadDeadline<T> {
     fn answering(&mut self) {
         self.catch_up();
         if self.phase == Phase::Serving {
-            self.phase = Phase::Idle;
+            self.phase = Phase::Idle { armed: false };
         }
     }
 }
@@ -173,6 +190,8 @@ mod tests {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
     use super::*;
+
+    const IDLE: Duration = Duration::from_secs(60);
 
     fn wrapped(
         limit: Duration,
@@ -184,7 +203,7 @@ mod tests {
         let (server, client) = tokio::io::duplex(1024);
         let heads = Arc::new(Heads::default());
         (
-            HeadDeadline::new(server, heads.clone(), limit),
+            HeadDeadline::new(server, heads.clone(), limit, IDLE),
             client,
             heads,
         )
@@ -210,6 +229,39 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn given_an_answered_request_when_idle_past_the_idle_time_then_the_read_times_out() {
+        let (mut io, mut client, heads) = wrapped(Duration::from_secs(10));
+        client.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+        let mut buf = [0u8; 64];
+        let _ = io.read(&mut buf).await.unwrap();
+        heads.parsed();
+        io.write_all(b"HTTP/1.1 200 OK\r\n\r\n").await.unwrap();
+
+        let started = Instant::now();
+        assert_eq!(read_error(&mut io).await, io::ErrorKind::TimedOut);
+        assert_eq!(started.elapsed(), IDLE);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn given_an_idle_connection_when_a_request_starts_in_time_then_the_idle_timer_is_off() {
+        let (mut io, mut client, heads) = wrapped(Duration::from_secs(10));
+        client.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+        let mut buf = [0u8; 64];
+        let _ = io.read(&mut buf).await.unwrap();
+        heads.parsed();
+        io.write_all(b"HTTP/1.1 200 OK\r\n\r\n").await.unwrap();
+        let waiting = tokio::time::timeout(IDLE - Duration::from_secs(1), io.read(&mut buf)).await;
+        assert!(waiting.is_err(), "still idle within the idle time");
+
+        // A whole head 59 s in, parsed, and a body awaited: neither deadline applies now.
+        client.write_all(b"POST / HTTP/1.1\r\n\r\n").await.unwrap();
+        let _ = io.read(&mut buf).await.unwrap();
+        heads.parsed();
+        let waiting = tokio::time::timeout(IDLE * 2, io.read(&mut buf)).await;
+        assert!(waiting.is_err(), "a request being served is not idle");
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn given_an_answered_request_when_idle_longer_than_the_limit_then_reads_still_wait() {
         let (mut io, mut client, heads) = wrapped(Duration::from_secs(10));
         client.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
@@ -222,7 +274,7 @@ mod tests {
         let idle = tokio::time::timeout(Duration::from_secs(30), io.read(&mut buf)).await;
         assert!(
             idle.is_err(),
-            "an idle connection must be left to the idle timer"
+            "an idle connection gets the idle time, not the head's"
         );
     }
 

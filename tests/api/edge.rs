@@ -23,6 +23,7 @@ crate::on_both_stores!(
     a_half_sent_head_is_cut_off_after_the_contract_s_ten_seconds,
     a_slow_or_silent_request_head_is_cut_off_on_both_listeners,
     a_trickled_body_is_cut_off_with_a_408,
+    a_trickled_chunked_body_is_cut_off_with_a_408,
     an_idle_keep_alive_connection_is_closed,
     connections_beyond_the_cap_wait_in_the_accept_queue_then_are_served,
     stop_answers_in_flight_requests_and_closes_half_sent_ones_after_the_grace,
@@ -143,6 +144,47 @@ async fn a_trickled_body_is_cut_off_with_a_408(store: StoreKind) {
     assert!(
         closed,
         "a trickled body still open after {:?}",
+        started.elapsed()
+    );
+    assert!(
+        received.starts_with("HTTP/1.1 408"),
+        "answered: {received:?}"
+    );
+    app.finish().await;
+}
+
+/// Requests without a body get no whole-request timer (the head is the whole request);
+/// a chunked body announces no length, so this is the case that tells "has a body"
+/// from "has a Content-Length".
+async fn a_trickled_chunked_body_is_cut_off_with_a_408(store: StoreKind) {
+    let app = TestApp::spawn_with_settings(store, |s| short(&mut s.timeouts)).await;
+    let mut stream = connect(app.app.public_addr).await;
+    let head = format!(
+        "POST /api/v1/widget/auth/guest HTTP/1.1\r\nHost: x\r\nOrigin: {ORIGIN}\r\n\
+         Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).await.expect("sent");
+    let (mut read, mut write) = stream.into_split();
+    // One one-byte chunk every 100 ms, never the last chunk.
+    let trickle = tokio::spawn(async move {
+        loop {
+            if write.write_all(b"1\r\n \r\n").await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    let started = Instant::now();
+    let mut received = Vec::new();
+    let limit = Duration::from_secs(2) + MARGIN;
+    let closed = tokio::time::timeout(limit, read.read_to_end(&mut received))
+        .await
+        .is_ok();
+    trickle.abort();
+    let received = String::from_utf8_lossy(&received);
+    assert!(
+        closed,
+        "a trickled chunked body still open after {:?}",
         started.elapsed()
     );
     assert!(
