@@ -124,19 +124,23 @@ pub async fn start(settings: Settings, clock: Arc<dyn Clock>) -> anyhow::Result<
     let public_addr = public.local_addr()?;
     let internal_addr = internal.local_addr()?;
     let (shutdown, _) = watch::channel(false);
-    let mut tasks = Vec::new();
-    for (name, listener, router) in [
-        ("public", public, http::public::router(state.clone())),
-        ("internal", internal, http::internal::router(state.clone())),
-    ] {
-        tasks.push(tokio::spawn(connections::serve(
-            name,
-            listener,
-            router,
-            connections::Limits::of(&settings),
+    let limits = connections::Limits::of(&settings);
+    let mut tasks = vec![
+        tokio::spawn(connections::serve(
+            "public",
+            public,
+            http::public::router(state.clone()),
+            limits,
             shutdown.subscribe(),
-        )));
-    }
+        )),
+        tokio::spawn(connections::serve(
+            "internal",
+            internal,
+            http::internal::router(state.clone()),
+            limits,
+            shutdown.subscribe(),
+        )),
+    ];
     tracing::info!(%public_addr, %internal_addr, store = store.kind(), "listening");
 
     // Listeners are up (so probes answer) before the replay; /readyz says 503 until done.

@@ -10,13 +10,15 @@
 
 use std::borrow::Cow;
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
-use std::sync::Arc;
+use std::pin::Pin;
+use std::sync::{Arc, LazyLock};
+use std::task::{Context, Poll};
 
-use axum::extract::{ConnectInfo, FromRequestParts, MatchedPath, Request, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequestParts, Request, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
-use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use bytes::Bytes;
@@ -24,6 +26,7 @@ use chrono::Utc;
 use domain::{KeyStatus, RequestOrigin};
 use projections::ClientKeyView;
 use serde::{Deserialize, Serialize};
+use tower::{Layer, Service};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -78,15 +81,31 @@ async fn openapi_json() -> Response {
     SPEC.response()
 }
 
-pub fn router(state: AppState) -> Router {
+/// The public listener's service: the routes inside [`PublicEdge`].
+pub fn router(state: AppState) -> PublicEdge {
     let (router, _) = routes().split_for_parts();
-    router
+    let router = router
         .fallback(|| async { ApiError::not_found("no such endpoint") })
-        .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
-        // One middleware for everything the public edge adds: every layer here is cloned
-        // and polled for each request on the hot path.
-        .layer(middleware::from_fn_with_state(state.clone(), public_edge))
-        .with_state(state)
+        .with_state(state.clone());
+    PublicEdge {
+        state,
+        // Around the whole router rather than on each route (`Router::layer`): a
+        // per-route layer is one more boxed service cloned for every request.
+        inner: DefaultBodyLimit::max(BODY_LIMIT).layer(router),
+    }
+}
+
+/// Every path the public router serves, for the request span and the metrics' route
+/// label (what `MatchedPath` says inside the router; none of these has a parameter).
+static ROUTES: LazyLock<Vec<String>> =
+    LazyLock::new(|| openapi().paths.paths.into_keys().collect());
+
+/// The route `path` belongs to, `None` when no route serves it.
+fn route_of(path: &str) -> Option<&'static str> {
+    ROUTES
+        .iter()
+        .find(|route| *route == path)
+        .map(String::as_str)
 }
 
 /// What every public response passes through:
@@ -97,34 +116,63 @@ pub fn router(state: AppState) -> Router {
 /// - browser endpoints get `Vary: Origin` on every response, errors included;
 /// - errors become the contract's plain-text sentences; responses are counted;
 /// - all of it inside the request span (request id, method, route, status, latency).
-async fn public_edge(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    super::in_request_span(request, |request| async move {
-        let started = std::time::Instant::now();
-        let route = request.extensions().get::<MatchedPath>().cloned();
-        let path = request.uri().path();
-        let browser = BROWSER_PATHS.contains(&path);
-        let response = if browser && request.method() == Method::OPTIONS {
-            preflight(request.headers())
-        } else if path.starts_with("/api/") && !state.directory.is_ready() {
-            ApiError::unavailable("starting up; retry shortly").into_response()
-        } else {
-            next.run(request).await
-        };
-        let mut response = to_plain_text(response);
-        if browser {
-            response
-                .headers_mut()
-                .append(header::VARY, HeaderValue::from_static("Origin"));
-        }
-        state.metrics.request(
-            Listener::Public,
-            route.as_ref().map(MatchedPath::as_str),
-            response.status().as_u16(),
-            started.elapsed(),
-        );
-        response
-    })
-    .await
+///
+/// A hand-written service around the router, not `middleware::from_fn` on its routes:
+/// `from_fn` clones the route's boxed service and its own state for every request and
+/// drives the rest through `Next`. Measured under callgrind on config, the busiest
+/// endpoint (BENCHMARKS.md).
+#[derive(Clone, Debug)]
+pub struct PublicEdge {
+    state: AppState,
+    inner: <DefaultBodyLimit as Layer<Router>>::Service,
+}
+
+impl Service<Request> for PublicEdge {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Service::<Request>::poll_ready(&mut self.inner, cx)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        let state = self.state.clone();
+        let mut inner = self.inner.clone();
+        let route = route_of(request.uri().path());
+        Box::pin(async move {
+            let response = super::in_request_span(request, route, |request| async move {
+                let started = std::time::Instant::now();
+                let path = request.uri().path();
+                let browser = BROWSER_PATHS.contains(&path);
+                let response = if browser && request.method() == Method::OPTIONS {
+                    preflight(request.headers())
+                } else if path.starts_with("/api/") && !state.directory.is_ready() {
+                    ApiError::unavailable("starting up; retry shortly").into_response()
+                } else {
+                    match inner.call(request).await {
+                        Ok(response) => response,
+                        Err(never) => match never {},
+                    }
+                };
+                let mut response = to_plain_text(response);
+                if browser {
+                    response
+                        .headers_mut()
+                        .append(header::VARY, HeaderValue::from_static("Origin"));
+                }
+                state.metrics.request(
+                    Listener::Public,
+                    route,
+                    response.status().as_u16(),
+                    started.elapsed(),
+                );
+                response
+            })
+            .await;
+            Ok(response)
+        })
+    }
 }
 
 fn preflight(request: &HeaderMap) -> Response {
@@ -313,22 +361,25 @@ async fn config(State(state): State<AppState>, request: Request) -> Result<Respo
             tags.split(',')
                 .any(|t| t.trim() == view.etag() || t.trim() == "*")
         });
+    // Sized once for every header this answer gets, here and on the way out (ETag,
+    // Cache-Control, Content-Type, Content-Length, Access-Control-Allow-Origin, Vary,
+    // X-Request-Id): a map left to grow is allocated twice and rehashed once.
+    let mut headers = HeaderMap::with_capacity(8);
     let mut response = if not_modified {
-        StatusCode::NOT_MODIFIED.into_response()
+        let mut response = Response::new(axum::body::Body::empty());
+        *response.status_mut() = StatusCode::NOT_MODIFIED;
+        response
     } else {
-        (
-            [(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            )],
-            view.config_body().clone(),
-        )
-            .into_response()
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        Response::new(axum::body::Body::from(view.config_body().clone()))
     };
-    let headers = response.headers_mut();
     headers.insert(header::ETAG, etag);
     // Revalidate every time (cheap with the ETag) so a config change shows at once.
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    *response.headers_mut() = headers;
     Ok(allowed.cors(response))
 }
 
