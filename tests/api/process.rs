@@ -315,6 +315,72 @@ async fn the_binary_serves_with_no_setup_logs_no_secret_and_stops_on_sigterm(sto
     store.cleanup().await;
 }
 
+/// The JSON log format as a log shipper reads it: every line one JSON object, the
+/// request's line carrying its id, method, route, status and latency.
+#[tokio::test]
+async fn json_logs_give_each_response_its_request_id_route_status_and_latency() {
+    // Given the binary logging JSON at debug, and a client key
+    let store = TestStore::new(StoreKind::Sqlite).await;
+    let server = start_binary(&store, &[("WIDGET_AUTH_LOG_FORMAT", "json")]);
+    let http = reqwest::Client::new();
+    wait_ready(&http, &server).await;
+    let token = std::fs::read_to_string(store.data_dir.join("admin-token")).expect("token");
+    let created: Value = http
+        .post(format!("{}/internal/v1/client-keys", server.internal))
+        .bearer_auth(token.trim())
+        .json(&json!({"name": "Acme", "origins": ["https://acme.test"]}))
+        .send()
+        .await
+        .expect("sent")
+        .json()
+        .await
+        .expect("json");
+    let public_key = created["public_key"].as_str().expect("pk");
+
+    // When a browser asks for the config with its own request id, and once from an
+    // origin the key does not allow
+    for (id, origin, expected) in [
+        ("trace-me-1", "https://acme.test", 200),
+        ("trace-me-2", "https://evil.test", 403),
+    ] {
+        let response = http
+            .get(format!(
+                "{}/api/v1/widget/config?client_key={public_key}",
+                server.public
+            ))
+            .header("Origin", origin)
+            .header("X-Request-Id", id)
+            .send()
+            .await
+            .expect("sent");
+        assert_eq!(response.status().as_u16(), expected);
+    }
+    let (_, output) = terminate(server);
+
+    // Then every line parses, and each request has its response line
+    let lines: Vec<Value> = output
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
+        .collect();
+    for (id, expected) in [("trace-me-1", 200), ("trace-me-2", 403)] {
+        let response = lines
+            .iter()
+            .find(|line| {
+                line["fields"]["message"] == "response" && line["span"]["request_id"] == id
+            })
+            .unwrap_or_else(|| panic!("no response line for {id}:\n{output}"));
+        assert_eq!(response["span"]["method"], "GET");
+        assert_eq!(response["span"]["path"], "/api/v1/widget/config");
+        assert_eq!(response["fields"]["status"], expected);
+        assert!(response["fields"]["latency_us"].is_u64(), "{response}");
+    }
+    assert!(
+        !output.contains("client_key="),
+        "the query string stays out of the logs"
+    );
+    store.cleanup().await;
+}
+
 #[tokio::test]
 async fn migrate_prepares_a_fresh_postgres_database_and_is_repeatable() {
     let store = TestStore::new(StoreKind::Postgres).await;
