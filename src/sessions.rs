@@ -543,8 +543,7 @@ pub fn authorize_visitor_token(
     client_key: &str,
     now: impl FnOnce() -> DateTime<Utc>,
 ) -> Result<(), SessionError> {
-    let belongs = domain::PublicKey::parse(client_key)
-        .is_ok_and(|pk| view.state().accepts_public_key(&pk, now));
+    let belongs = view.state().accepts_public_key(client_key, now);
     if !belongs {
         return Err(SessionError::SecretKeyOfAnotherKey);
     }

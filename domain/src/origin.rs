@@ -304,10 +304,17 @@ impl AllowList {
 
     /// Whether any entry covers `origin`.
     pub fn allows(&self, origin: &RequestOrigin) -> bool {
+        self.lists_exactly(origin.as_str()) || self.wildcards.iter().any(|p| p.matches(origin))
+    }
+
+    /// Whether `text` is, byte for byte, one of the entries without a wildcard: those are
+    /// normalised origins, so such a text is a valid origin this list allows, with no
+    /// parsing. `false` says nothing (the text may still be allowed once normalised, or
+    /// by a wildcard): ask [`AllowList::allows`] with the parsed origin.
+    pub fn lists_exactly(&self, text: &str) -> bool {
         self.exact
-            .binary_search_by(|e| e.as_str().cmp(origin.as_str()))
+            .binary_search_by(|e| e.as_str().cmp(text))
             .is_ok()
-            || self.wildcards.iter().any(|p| p.matches(origin))
     }
 
     pub fn len(&self) -> usize {
@@ -541,7 +548,38 @@ mod tests {
             via_list, via_scan,
             "the sorted lookup disagrees with a scan for {o}"
         );
+        if list.lists_exactly(o) {
+            assert!(via_list, "{o} is listed exactly but not allowed");
+        }
         via_list
+    }
+
+    #[test]
+    fn only_an_origin_spelt_as_listed_skips_parsing() {
+        // Given a list with an exact entry sent in an odd spelling, and a wildcard
+        let list = AllowList::new(vec![
+            pattern("HTTPS://App.Example.COM:443"),
+            pattern("https://*.acme.test"),
+        ]);
+        // Then the entry's normalised text is listed exactly
+        assert!(list.lists_exactly("https://app.example.com"));
+        // And the same origin spelt otherwise, or covered by the wildcard, is allowed only
+        // once parsed
+        for text in ["https://App.example.com", "https://app.example.com:443"] {
+            assert!(!list.lists_exactly(text), "{text}");
+            assert!(list.allows(&origin(text)), "{text}");
+        }
+        assert!(!list.lists_exactly("https://x.acme.test"));
+        assert!(list.allows(&origin("https://x.acme.test")));
+        // And nothing that is not the entry byte for byte is listed
+        for text in [
+            "https://app.example.com/",
+            "https://app.example.co",
+            "",
+            "null",
+        ] {
+            assert!(!list.lists_exactly(text), "{text}");
+        }
     }
 
     #[test]

@@ -409,9 +409,9 @@ fn a_rotated_public_key_is_accepted_until_its_grace_ends() {
         },
     ]);
     let state = key.state().expect("created");
-    assert!(state.accepts_public_key(&public_key(11), now));
-    assert!(state.accepts_public_key(&public_key(10), || now() + Duration::seconds(59)));
-    assert!(!state.accepts_public_key(&public_key(10), || now() + Duration::seconds(60)));
+    assert!(state.accepts_public_key(public_key(11).as_str(), now));
+    assert!(state.accepts_public_key(public_key(10).as_str(), || now() + Duration::seconds(59)));
+    assert!(!state.accepts_public_key(public_key(10).as_str(), || now() + Duration::seconds(60)));
 }
 
 #[test]

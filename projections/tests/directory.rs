@@ -147,10 +147,10 @@ fn a_rotated_public_key_stays_findable_during_its_grace_and_the_view_says_until_
         .expect("still indexed");
     assert!(old
         .state()
-        .accepts_public_key(&public_key(10), || now() + Duration::seconds(59)));
+        .accepts_public_key(public_key(10).as_str(), || now() + Duration::seconds(59)));
     assert!(!old
         .state()
-        .accepts_public_key(&public_key(10), || now() + Duration::seconds(60)));
+        .accepts_public_key(public_key(10).as_str(), || now() + Duration::seconds(60)));
     assert_eq!(
         directory
             .by_public_key(public_key(11).as_str())

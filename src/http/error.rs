@@ -88,6 +88,21 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    /// The public listener's form of this error, built directly: what [`to_plain_text`]
+    /// makes of the JSON form, without serializing JSON only to replace it (the
+    /// unknown-key flood answers nothing else).
+    pub fn into_plain_text(self) -> Response {
+        let mut response = Response::new(axum::body::Body::from(plain_body(self.message)));
+        *response.status_mut() = self.status;
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        add_headers(self.status, self.retry_after, response)
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         #[derive(serde::Serialize)]
@@ -96,24 +111,37 @@ impl IntoResponse for ApiError {
             message: &'a str,
         }
         // Serialized from borrowed fields: a `json!` map cost a fifth of a refused
-        // request (the unknown-key flood answers nothing else).
+        // request.
         let body = Body {
             error: self.code,
             message: &self.message,
         };
-        let mut response = (self.status, axum::Json(body)).into_response();
-        if let Some(seconds) = self.retry_after {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
-        }
-        if self.status == StatusCode::UNAUTHORIZED {
-            response
-                .headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-        }
+        let response = (self.status, axum::Json(body)).into_response();
+        let mut response = add_headers(self.status, self.retry_after, response);
         response.extensions_mut().insert(ErrorMessage(self.message));
         response
+    }
+}
+
+/// The headers an error's status calls for, in either form.
+fn add_headers(status: StatusCode, retry_after: Option<u32>, mut response: Response) -> Response {
+    if let Some(seconds) = retry_after {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+    }
+    if status == StatusCode::UNAUTHORIZED {
+        response
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    }
+    response
+}
+
+fn plain_body(message: Cow<'static, str>) -> Bytes {
+    match message {
+        Cow::Borrowed(message) => Bytes::from_static(message.as_bytes()),
+        Cow::Owned(message) => Bytes::from(message),
     }
 }
 
@@ -206,11 +234,7 @@ pub fn to_plain_text(mut response: Response) -> Response {
             HeaderValue::from_static("text/plain; charset=utf-8"),
         );
         parts.headers.remove(header::CONTENT_LENGTH);
-        let body = match message {
-            Cow::Borrowed(message) => Bytes::from_static(message.as_bytes()),
-            Cow::Owned(message) => Bytes::from(message),
-        };
-        return Response::from_parts(parts, axum::body::Body::from(body));
+        return Response::from_parts(parts, axum::body::Body::from(plain_body(message)));
     }
     response
 }
@@ -281,4 +305,53 @@ fn json_error<E: std::fmt::Display>(err: &serde_path_to_error::Error<E>) -> ApiE
         format!("invalid JSON body: {path}: {inner}")
     };
     ApiError::bad_request(message)
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::to_bytes;
+    use axum::http::{header, StatusCode};
+    use axum::response::{IntoResponse, Response};
+
+    use super::{to_plain_text, ApiError};
+
+    async fn parts(response: Response) -> (StatusCode, Vec<(String, String)>, String) {
+        let status = response.status();
+        let mut headers: Vec<(String, String)> = response
+            .headers()
+            .iter()
+            .map(|(name, value)| (name.to_string(), value.to_str().unwrap().to_owned()))
+            .collect();
+        headers.sort();
+        let body = to_bytes(response.into_body(), usize::MAX).await.unwrap();
+        (status, headers, String::from_utf8(body.to_vec()).unwrap())
+    }
+
+    #[tokio::test]
+    async fn the_direct_plain_text_form_is_what_the_json_form_becomes_on_the_public_listener() {
+        // Given errors with each extra header and both kinds of message
+        let errors = || {
+            [
+                ApiError::forbidden("unknown client_key"),
+                ApiError::unauthorized(format!("token {} expired", "of one visitor")),
+                ApiError::unavailable("starting up; retry shortly"),
+            ]
+        };
+        for (direct, converted) in errors().into_iter().zip(errors()) {
+            // When one is rendered as plain text directly and the other as JSON and then
+            // converted
+            let direct = parts(direct.into_plain_text()).await;
+            let converted = parts(to_plain_text(converted.into_response())).await;
+            // Then status, headers and body agree
+            assert_eq!(direct, converted);
+        }
+        let (status, headers, body) = parts(ApiError::unavailable("down").into_plain_text()).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(body, "down");
+        assert!(headers.contains(&(header::RETRY_AFTER.to_string(), "2".to_owned())));
+        assert!(headers.contains(&(
+            header::CONTENT_TYPE.to_string(),
+            "text/plain; charset=utf-8".to_owned()
+        )));
+    }
 }
