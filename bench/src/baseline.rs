@@ -1,10 +1,13 @@
 //! The yardstick: a bare axum server doing the least possible work for the same
-//! requests, built from the same crates (axum, tokio, serde_json, aws-lc-rs).
+//! requests, built from the same crates (axum, tokio, serde_json, and widget-auth's
+//! token code on aws-lc-rs).
 //!
 //! - `GET /api/v1/widget/config`: a HashMap lookup, an Origin compare, a pre-serialised
 //!   1 KB JSON body with the same CORS headers.
 //! - `POST /api/v1/widget/auth/guest`: parse `{"client_key"}`, the same lookup and
-//!   compare, and two EdDSA JWTs signed with a key parsed once.
+//!   compare, and the session and refresh token widget-auth mints for a guest, with its
+//!   claims and its own token code: the same bytes signed and sent, so only the server
+//!   around them differs.
 //! - `POST /api/v1/widget/auth/exchange` and `/refresh`: the cryptography of widget-auth's
 //!   exchange and refresh and nothing else (no store): one token verified and two signed
 //!   with widget-auth's own token code, so the work is identical, plus the lookup of the
@@ -16,26 +19,24 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use aws_lc_rs::signature::Ed25519KeyPair;
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use widget_auth::tokens::{Claims as TokenClaims, SigningKeys, TokenKind};
 
 struct Entry {
     origin: String,
+    /// The key's id, which its tokens carry as `ck`.
+    id: String,
     body: Bytes,
 }
 
 struct Baseline {
     keys: HashMap<String, Entry>,
-    signer: Ed25519KeyPair,
     /// Each key's allowed origin by key id: what a token's `ck` names.
     origins: HashMap<String, String>,
     tokens: SigningKeys,
@@ -56,26 +57,21 @@ fn router(keys: &str, pem: &str) -> anyhow::Result<Router> {
     let mut origins = HashMap::new();
     for line in keys.lines() {
         let mut fields = line.split(' ');
-        if let (Some(pk), Some(origin)) = (fields.next(), fields.next()) {
-            if let Some(id) = fields.next() {
-                origins.insert(id.to_owned(), origin.to_owned());
-            }
+        if let (Some(pk), Some(origin), Some(id)) = (fields.next(), fields.next(), fields.next()) {
+            origins.insert(id.to_owned(), origin.to_owned());
             map.insert(
                 pk.to_owned(),
                 Entry {
                     origin: origin.to_owned(),
+                    id: id.to_owned(),
                     body: body.clone(),
                 },
             );
         }
     }
-    let der = pem_to_der(pem)?;
-    let signer =
-        Ed25519KeyPair::from_pkcs8_maybe_unchecked(&der).map_err(|e| anyhow::anyhow!("{e}"))?;
     let tokens = SigningKeys::from_pem(pem)?;
     let state = Arc::new(Baseline {
         keys: map,
-        signer,
         origins,
         tokens,
     });
@@ -86,11 +82,6 @@ fn router(keys: &str, pem: &str) -> anyhow::Result<Router> {
         .route("/api/v1/widget/auth/refresh", post(refresh))
         .route("/healthz", get(|| async { "ok" }))
         .with_state(state))
-}
-
-fn pem_to_der(pem: &str) -> anyhow::Result<Vec<u8>> {
-    let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
-    Ok(base64::engine::general_purpose::STANDARD.decode(body)?)
 }
 
 fn allowed<'a>(
@@ -135,72 +126,47 @@ struct GuestRequest {
     client_key: String,
 }
 
-#[derive(Serialize)]
-struct Claims<'a> {
-    iss: &'a str,
-    aud: &'a str,
-    sub: &'a str,
-    iat: i64,
-    nbf: i64,
-    exp: i64,
-    jti: String,
-    ck: &'a str,
-    kind: &'a str,
-    ver: u64,
-    origin: &'a str,
-    guest: bool,
-}
-
-fn sign(signer: &Ed25519KeyPair, header: &str, claims: &Claims<'_>) -> String {
-    let mut token = URL_SAFE_NO_PAD.encode(header);
-    token.push('.');
-    token.push_str(&URL_SAFE_NO_PAD.encode(serde_json::to_vec(claims).unwrap_or_default()));
-    let signature = signer.sign(token.as_bytes());
-    token.push('.');
-    token.push_str(&URL_SAFE_NO_PAD.encode(signature.as_ref()));
-    token
-}
-
 async fn guest(
     State(state): State<Arc<Baseline>>,
     headers: HeaderMap,
     Json(body): Json<GuestRequest>,
 ) -> Response {
-    let Some((_, origin)) = allowed(&state, &body.client_key, &headers) else {
+    let Some((entry, origin)) = allowed(&state, &body.client_key, &headers) else {
         return (StatusCode::FORBIDDEN, "forbidden").into_response();
     };
     let now = chrono::Utc::now().timestamp();
     let visitor = format!("v_{}", uuid::Uuid::new_v4().simple());
-    let origin_text = origin.to_str().unwrap_or_default();
-    let claims = |kind: &'static str, aud: &'static str, ttl: i64| Claims {
-        iss: "widget-auth",
-        aud,
-        sub: &visitor,
+    // widget-auth's guest claims (`sessions::session_pair`): a new visitor, a new family.
+    let session = TokenClaims {
+        iss: ISSUER.to_owned(),
+        aud: TokenKind::Session.audience().to_owned(),
+        sub: visitor.clone(),
         iat: now,
         nbf: now,
-        exp: now + ttl,
+        exp: now + i64::from(SESSION_TTL),
         jti: uuid::Uuid::new_v4().simple().to_string(),
-        ck: "ck_baseline",
-        kind,
+        ck: entry.id.clone(),
+        kind: TokenKind::Session,
         ver: 1,
-        origin: origin_text,
-        guest: true,
+        origin: Some(origin.to_str().unwrap_or_default().to_owned()),
+        guest: Some(true),
+        name: None,
+        email: None,
+        fam: None,
+        fst: None,
+        gen: None,
     };
-    let token = sign(
-        &state.signer,
-        r#"{"alg":"EdDSA","typ":"session+jwt","kid":"k"}"#,
-        &claims("session", "widget-auth/session", 900),
-    );
-    let refresh = sign(
-        &state.signer,
-        r#"{"alg":"EdDSA","typ":"refresh+jwt","kid":"k"}"#,
-        &claims("refresh", "widget-auth/refresh", 604_800),
-    );
-    let body = serde_json::json!({
-        "token": token, "token_type": "Bearer", "expires_in": 900,
-        "refresh_token": refresh, "refresh_expires_in": 604_800, "visitor_id": visitor,
-    });
-    session_response(body, origin)
+    let refresh = TokenClaims {
+        aud: TokenKind::Refresh.audience().to_owned(),
+        exp: now + i64::from(REFRESH_TTL),
+        jti: uuid::Uuid::new_v4().simple().to_string(),
+        kind: TokenKind::Refresh,
+        fam: Some(uuid::Uuid::new_v4().simple().to_string()),
+        fst: Some(now),
+        gen: Some(0),
+        ..session.clone()
+    };
+    signed_pair(&state, &session, &refresh, Some(visitor), origin)
 }
 
 #[derive(Deserialize)]
@@ -294,7 +260,19 @@ fn crypto_only(state: &Baseline, headers: &HeaderMap, token: &str, kind: TokenKi
         gen: Some(generation),
         ..session.clone()
     };
-    let (Ok(token), Ok(refresh_token)) = (state.tokens.mint(&session), state.tokens.mint(&refresh))
+    let visitor_id = (kind == TokenKind::Visitor).then(|| claims.sub.clone());
+    signed_pair(state, &session, &refresh, visitor_id, origin)
+}
+
+/// Signs `session` and `refresh` and answers them as widget-auth does.
+fn signed_pair(
+    state: &Baseline,
+    session: &TokenClaims,
+    refresh: &TokenClaims,
+    visitor_id: Option<String>,
+    origin: HeaderValue,
+) -> Response {
+    let (Ok(token), Ok(refresh_token)) = (state.tokens.mint(session), state.tokens.mint(refresh))
     else {
         return (StatusCode::INTERNAL_SERVER_ERROR, "not signed").into_response();
     };
@@ -304,7 +282,7 @@ fn crypto_only(state: &Baseline, headers: &HeaderMap, token: &str, kind: TokenKi
         expires_in: SESSION_TTL,
         refresh_token,
         refresh_expires_in: REFRESH_TTL,
-        visitor_id: (kind == TokenKind::Visitor).then(|| claims.sub.clone()),
+        visitor_id,
     };
     session_response(body, origin)
 }
@@ -394,5 +372,52 @@ mod tests {
                 Some(if kind == TokenKind::Refresh { 1 } else { 0 })
             );
         }
+    }
+
+    /// The guest yardstick signs what widget-auth signs for a guest: a session token
+    /// and the first refresh token of a new family, for the key's id and the origin.
+    #[tokio::test]
+    async fn guest_signs_the_contracts_session_and_refresh_token() {
+        let pem = SigningKeys::generate_pem().expect("pem");
+        let keys = SigningKeys::from_pem(&pem).expect("keys");
+        let app = router("pk_one https://a.test ck_one\n", &pem).expect("router");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let send = |origin: &'static str| {
+            reqwest::Client::new()
+                .post(format!("http://{addr}/api/v1/widget/auth/guest"))
+                .header("Origin", origin)
+                .json(&serde_json::json!({ "client_key": "pk_one" }))
+                .send()
+        };
+        assert_eq!(send("https://b.test").await.expect("sent").status(), 403);
+        let answer: serde_json::Value = send("https://a.test")
+            .await
+            .expect("sent")
+            .error_for_status()
+            .expect("200")
+            .json()
+            .await
+            .expect("json");
+        let now = chrono::Utc::now().timestamp();
+        let text = |name: &str| answer[name].as_str().expect("a string").to_owned();
+        let session = keys
+            .verify(&text("token"), TokenKind::Session, ISSUER, now)
+            .expect("a session token");
+        let refresh = keys
+            .verify(&text("refresh_token"), TokenKind::Refresh, ISSUER, now)
+            .expect("a refresh token");
+        for claims in [&session, &refresh] {
+            assert_eq!(claims.ck, "ck_one");
+            assert_eq!(claims.sub, text("visitor_id"));
+            assert_eq!(claims.origin.as_deref(), Some("https://a.test"));
+            assert_eq!(claims.guest, Some(true));
+        }
+        assert_eq!((session.fam.as_ref(), session.gen), (None, None));
+        assert!(refresh.fam.is_some());
+        assert_eq!((refresh.fst, refresh.gen), (Some(refresh.iat), Some(0)));
     }
 }
