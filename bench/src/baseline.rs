@@ -323,18 +323,38 @@ mod tests {
         }
     }
 
+    /// The baseline on a free port with the key `pk_one` (id `ck_one`, origin
+    /// `https://a.test`), signing with `pem`.
+    async fn serve_one_key(pem: &str) -> std::net::SocketAddr {
+        let app = router("pk_one https://a.test ck_one\n", pem).expect("router");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        addr
+    }
+
+    /// The JSON body of a 2xx answer.
+    async fn answered(
+        sent: impl std::future::Future<Output = reqwest::Result<reqwest::Response>>,
+    ) -> serde_json::Value {
+        sent.await
+            .expect("sent")
+            .error_for_status()
+            .expect("200")
+            .json()
+            .await
+            .expect("json")
+    }
+
     /// The crypto-only endpoints accept what the runner sends widget-auth and answer with
     /// tokens widget-auth itself would accept: the work measured is the real one.
     #[tokio::test]
     async fn exchange_and_refresh_verify_one_token_and_sign_two() {
         let pem = SigningKeys::generate_pem().expect("pem");
         let keys = SigningKeys::from_pem(&pem).expect("keys");
-        let app = router("pk_one https://a.test ck_one\n", &pem).expect("router");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        tokio::spawn(async move { axum::serve(listener, app).await });
+        let addr = serve_one_key(&pem).await;
         let client = reqwest::Client::new();
         let now = chrono::Utc::now().timestamp();
         for (path, field, kind) in [
@@ -350,14 +370,7 @@ mod tests {
                     .send()
             };
             assert_eq!(send("https://b.test").await.expect("sent").status(), 403);
-            let answer: serde_json::Value = send("https://a.test")
-                .await
-                .expect("sent")
-                .error_for_status()
-                .expect("200")
-                .json()
-                .await
-                .expect("json");
+            let answer = answered(send("https://a.test")).await;
             let text = |name: &str| answer[name].as_str().expect("a token").to_owned();
             let session = keys
                 .verify(&text("token"), TokenKind::Session, ISSUER, now)
@@ -380,12 +393,7 @@ mod tests {
     async fn guest_signs_the_contracts_session_and_refresh_token() {
         let pem = SigningKeys::generate_pem().expect("pem");
         let keys = SigningKeys::from_pem(&pem).expect("keys");
-        let app = router("pk_one https://a.test ck_one\n", &pem).expect("router");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        tokio::spawn(async move { axum::serve(listener, app).await });
+        let addr = serve_one_key(&pem).await;
         let send = |origin: &'static str| {
             reqwest::Client::new()
                 .post(format!("http://{addr}/api/v1/widget/auth/guest"))
@@ -394,14 +402,7 @@ mod tests {
                 .send()
         };
         assert_eq!(send("https://b.test").await.expect("sent").status(), 403);
-        let answer: serde_json::Value = send("https://a.test")
-            .await
-            .expect("sent")
-            .error_for_status()
-            .expect("200")
-            .json()
-            .await
-            .expect("json");
+        let answer = answered(send("https://a.test")).await;
         let now = chrono::Utc::now().timestamp();
         let text = |name: &str| answer[name].as_str().expect("a string").to_owned();
         let session = keys

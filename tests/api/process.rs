@@ -78,6 +78,19 @@ async fn wait_ready(http: &reqwest::Client, server: &Server) {
     }
 }
 
+/// Creates the client key "Acme" for `https://acme.test` through the admin API.
+async fn create_acme_key(http: &reqwest::Client, server: &Server, token: &str) -> Value {
+    http.post(format!("{}/internal/v1/client-keys", server.internal))
+        .bearer_auth(token)
+        .json(&json!({"name": "Acme", "origins": ["https://acme.test"]}))
+        .send()
+        .await
+        .expect("sent")
+        .json()
+        .await
+        .expect("json")
+}
+
 /// Sends SIGTERM and returns the exit status and everything the process printed.
 fn terminate(mut server: Server) -> (std::process::ExitStatus, String) {
     let pid = server.child.id().to_string();
@@ -259,16 +272,7 @@ async fn the_binary_serves_with_no_setup_logs_no_secret_and_stops_on_sigterm(sto
     let token_path = store.data_dir.join("admin-token");
     let token =
         std::fs::read_to_string(&token_path).expect("admin token generated in the data dir");
-    let created: Value = http
-        .post(format!("{}/internal/v1/client-keys", server.internal))
-        .bearer_auth(token.trim())
-        .json(&json!({"name": "Acme", "origins": ["https://acme.test"]}))
-        .send()
-        .await
-        .expect("sent")
-        .json()
-        .await
-        .expect("json");
+    let created = create_acme_key(&http, &server, token.trim()).await;
     let id = created["id"].as_str().expect("id");
     let rotated: Value = http
         .post(format!(
@@ -325,16 +329,7 @@ async fn json_logs_give_each_response_its_request_id_route_status_and_latency() 
     let http = reqwest::Client::new();
     wait_ready(&http, &server).await;
     let token = std::fs::read_to_string(store.data_dir.join("admin-token")).expect("token");
-    let created: Value = http
-        .post(format!("{}/internal/v1/client-keys", server.internal))
-        .bearer_auth(token.trim())
-        .json(&json!({"name": "Acme", "origins": ["https://acme.test"]}))
-        .send()
-        .await
-        .expect("sent")
-        .json()
-        .await
-        .expect("json");
+    let created = create_acme_key(&http, &server, token.trim()).await;
     let public_key = created["public_key"].as_str().expect("pk");
 
     // When a browser asks for the config with its own request id, and once from an
