@@ -15,9 +15,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::LazyLock;
 use std::time::Instant;
 
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{HeaderName, HeaderValue, StatusCode};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use tracing::Instrument;
 use utoipa_axum::router::OpenApiRouter;
@@ -28,7 +27,7 @@ use crate::state::AppState;
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Longest caller-supplied request id we keep (it ends up in logs and event metadata).
-const MAX_REQUEST_ID: usize = 128;
+pub(super) const MAX_REQUEST_ID: usize = 128;
 
 static REQUEST_PREFIX: LazyLock<String> =
     LazyLock::new(|| format!("{:016x}", rand::random::<u64>()));
@@ -65,7 +64,7 @@ fn numbered_request_id(n: u64) -> HeaderValue {
 ///
 /// The span carries the id for everything logged inside it; handlers that record it
 /// elsewhere (the internal listener's commands put it in event metadata) read it from
-/// the request, where [`request_span`] sets it.
+/// the request, where the internal listener's edge sets it.
 ///
 /// Nothing is recorded into the span after it is made: the JSON log format keeps a
 /// span's fields as a JSON string and `Span::record` parses it, inserts and serializes it
@@ -98,27 +97,13 @@ where
 }
 
 /// The caller's `X-Request-Id` when it sent a sane one, else a new one.
-fn request_id(request: &Request) -> HeaderValue {
+pub(super) fn request_id(request: &Request) -> HeaderValue {
     match request.headers().get(REQUEST_ID) {
         Some(id) if !id.is_empty() && id.len() <= MAX_REQUEST_ID && id.to_str().is_ok() => {
             id.clone()
         }
         _ => new_request_id(),
     }
-}
-
-/// [`in_request_span`] as a middleware (the internal listener), with the id also set on
-/// the request for the handlers.
-pub async fn request_span(mut request: Request, next: Next) -> Response {
-    let id = request_id(&request);
-    request.headers_mut().insert(REQUEST_ID, id);
-    let route = request.extensions().get::<MatchedPath>().cloned();
-    in_request_span(
-        request,
-        route.as_ref().map(MatchedPath::as_str),
-        |request| next.run(request),
-    )
-    .await
 }
 
 /// The credential of an `Authorization: Bearer <credential>` header. The scheme is
