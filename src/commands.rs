@@ -119,7 +119,11 @@ impl CommandService {
         command: ClientKeyCommand,
         context: CommandContext,
     ) -> Result<Outcome, CommandError> {
-        let span = tracing::info_span!("command", client_key = aggregate_id, request_id = %context.metadata.request_id);
+        let span = tracing::info_span!(
+            "command",
+            client_key = aggregate_id,
+            request_id = context.metadata.request_id.as_str(),
+        );
         self.execute_inner(aggregate_id, command, context)
             .instrument(span)
             .await
