@@ -4,11 +4,16 @@ timed benchmark would only measure the neighbours.
 
     python3 bench/scripts/instructions.py target/release/widget-auth on 3000 guest
     python3 bench/scripts/instructions.py target/release/widget-auth off 3000 guest
+    RUST_LOG=info WIDGET_AUTH_LOG_FORMAT=json \
+        python3 bench/scripts/instructions.py target/release/widget-auth off 300 admin
 
-Arguments: binary, WIDGET_AUTH_RATE_LIMITS (on|off), requests, guest|config. Every request
-comes from its own X-Forwarded-For address (the limiter's worst case: a new entry each
-time); the key's own limits are raised so that none is refused. Counting starts after 200
-warm-up requests and stops after the last one (callgrind_control). Needs valgrind.
+Arguments: binary, WIDGET_AUTH_RATE_LIMITS (on|off), requests, guest|config|admin. Every
+public request comes from its own X-Forwarded-For address (the limiter's worst case: a new
+entry each time); the key's own limits are raised so that none is refused. `admin` sends
+`change_origins` commands one after another on the internal listener (each commits an
+event to the embedded SQLite store). Counting starts after 200 warm-up requests and stops
+after the last one (callgrind_control). The log level and format are the environment's
+RUST_LOG (default warn) and WIDGET_AUTH_LOG_FORMAT. Needs valgrind.
 """
 import http.client, json, os, subprocess, sys, tempfile, time, socket
 BIN = sys.argv[1]; MODE = sys.argv[2]; N = int(sys.argv[3]); PATH = sys.argv[4] if len(sys.argv) > 4 else "guest"
@@ -19,7 +24,7 @@ d = tempfile.mkdtemp()
 token = "t" * 40
 env = dict(os.environ, WIDGET_AUTH_PUBLIC_ADDR=f"127.0.0.1:{pub}", WIDGET_AUTH_INTERNAL_ADDR=f"127.0.0.1:{internal}",
            WIDGET_AUTH_DATA_DIR=d, WIDGET_AUTH_ADMIN_TOKEN=token, WIDGET_AUTH_RATE_LIMITS=MODE,
-           WIDGET_AUTH_TRUSTED_PROXIES="127.0.0.1", RUST_LOG="warn")
+           WIDGET_AUTH_TRUSTED_PROXIES="127.0.0.1", RUST_LOG=os.environ.get("RUST_LOG", "warn"))
 out = f"{d}/cg.out"
 proc = subprocess.Popen(["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}", BIN], env=env,
                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -44,7 +49,11 @@ def config(i):
     p.request("GET", f"/api/v1/widget/config?client_key={key['public_key']}", headers={"Origin": "https://acme.test",
               "X-Forwarded-For": f"10.{(i>>16)&255}.{(i>>8)&255}.{i&255}"})
     r = p.getresponse(); r.read(); assert r.status == 200, r.status
-f = guest if PATH == "guest" else config
+def admin(i):
+    c.request("POST", f"/internal/v1/client-keys/{key['id']}/commands", json.dumps({"type": "change_origins", "origins": ["https://acme.test"]}),
+              {"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+    r = c.getresponse(); r.read(); assert r.status == 200, r.status
+f = {"guest": guest, "config": config, "admin": admin}[PATH]
 for i in range(200): f(1_000_000 + i)  # warm up
 subprocess.run(["callgrind_control", "-i", "on", str(proc.pid)], stdout=subprocess.DEVNULL)
 for i in range(N): f(i)

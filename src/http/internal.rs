@@ -246,8 +246,8 @@ fn command_context(
     let request_id = headers
         .get(super::REQUEST_ID)
         .and_then(|v| v.to_str().ok())
-        // `to_str` holds only visible ASCII, so any byte is a character boundary (taking
-        // 128 `chars` one by one cost 3,300 instructions a command).
+        // `to_str` holds only visible ASCII, so any byte is a character boundary: cut it
+        // there rather than collect it a `char` at a time.
         .map(|v| v[..v.len().min(super::MAX_REQUEST_ID)].to_owned())
         .unwrap_or_default();
     Ok(CommandContext {
