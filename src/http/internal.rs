@@ -2,16 +2,12 @@
 //! of their history. Every `/internal/v1` request needs the admin bearer token.
 
 use std::collections::HashMap;
-use std::convert::Infallible;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::LazyLock;
-use std::task::{Context, Poll};
 
 use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::{Json, Router};
+use axum::Json;
 use chrono::{DateTime, Utc};
 use domain::{
     AllowList, ClientKeyCommand, ClientKeyEvent, ClientKeyId, OriginPattern, PublicKey, SecretKey,
@@ -20,10 +16,11 @@ use domain::{
 use serde::Deserialize;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
-use tower::{Layer, Service};
+use tower::Layer;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::edge::{Answer, Edge, Listen, Routes};
 use super::error::{from_value, ApiError, JsonBody};
 use super::openapi::{
     self, ClientKeyCreated, ClientKeyState, ClientKeysPage, Command, CommandResult,
@@ -31,6 +28,7 @@ use super::openapi::{
 };
 use crate::audit;
 use crate::commands::{CommandContext, Outcome};
+use crate::metrics::Listener;
 use crate::state::AppState;
 use crate::store::EventMetadata;
 
@@ -85,102 +83,47 @@ async fn openapi_json() -> Response {
     SPEC.response()
 }
 
-/// The internal listener's service: the routes inside [`InternalEdge`].
+/// The internal listener's service: the routes inside [`Edge`], as [`Internal`] says.
 pub fn router(state: AppState) -> InternalEdge {
     let v1 = v1_routes().fallback(|| async { ApiError::not_found("no such endpoint") });
     let (router, _) = routes(v1).split_for_parts();
     let router = router
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .with_state(state.clone());
-    InternalEdge {
-        state,
-        // Around the whole router: the checkpoint route's own, larger limit is set
-        // inside it, closer to the handler, so it wins there.
-        inner: DefaultBodyLimit::max(ADMIN_BODY_LIMIT).layer(router),
-    }
+    // Around the whole router: the checkpoint route's own, larger limit is set inside
+    // it, closer to the handler, so it wins there.
+    Edge::new(state, DefaultBodyLimit::max(ADMIN_BODY_LIMIT).layer(router))
 }
 
-/// Every route template the internal router serves (`/internal/v1/client-keys/{id}`),
-/// with a matcher from template to its place in the list: for the request span and the
-/// metrics' route label, known before routing.
-struct Routes {
-    templates: Vec<String>,
-    matcher: matchit::Router<usize>,
-}
+pub type InternalEdge = Edge<Internal>;
 
-static ROUTES: LazyLock<Routes> = LazyLock::new(|| {
-    let templates: Vec<String> = openapi().paths.paths.into_keys().collect();
-    let mut matcher = matchit::Router::new();
-    for (i, template) in templates.iter().enumerate() {
-        // The router was built from the same templates, so none conflicts.
-        let _ = matcher.insert(template.as_str(), i);
-    }
-    Routes { templates, matcher }
-});
-
-/// The route template `path` belongs to, `None` when no route serves it: what
-/// `MatchedPath` says inside the router, found by the matcher axum's router itself uses
-/// (matching each template segment by segment cost 9,000 instructions a command).
-fn route_of(path: &str) -> Option<&'static str> {
-    let routes = &*ROUTES;
-    let found = routes.matcher.at(path).ok()?;
-    Some(routes.templates[*found.value].as_str())
-}
-
-/// What every internal response passes through, in this order:
-/// - the request span, with the request id also set on the request (commands record it
-///   in their events' metadata);
+/// What every internal request passes through:
+/// - its request id set on the request before the span is made (commands record it in
+///   their events' metadata);
 /// - the admin check, before routing: without the token, a path under `/internal/v1`
-///   that does not exist answers exactly like one that does (no route discovery);
-/// - the count by route and status, with the latency.
-///
-/// A hand-written service around the router, as on the public listener ([`super::public::PublicEdge`]):
-/// the three `middleware::from_fn` layers it replaces each cloned the route's boxed
-/// service and boxed a future for every request (about 8,500 instructions an admin
-/// command under callgrind, BENCHMARKS.md).
-#[derive(Clone, Debug)]
-pub struct InternalEdge {
-    state: AppState,
-    inner: <DefaultBodyLimit as Layer<Router>>::Service,
-}
+///   that does not exist answers exactly like one that does (no route discovery).
+#[derive(Debug)]
+pub enum Internal {}
 
-impl Service<Request> for InternalEdge {
-    type Response = Response;
-    type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+impl Listen for Internal {
+    const LISTENER: Listener = Listener::Internal;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Service::<Request>::poll_ready(&mut self.inner, cx)
+    fn routes() -> &'static Routes {
+        static ROUTES: LazyLock<Routes> = LazyLock::new(|| Routes::of(openapi()));
+        &ROUTES
     }
 
-    fn call(&mut self, mut request: Request) -> Self::Future {
-        let state = self.state.clone();
-        let mut inner = self.inner.clone();
-        let route = route_of(request.uri().path());
-        let id = super::request_id(&request);
+    fn prepare(request: &mut Request) {
+        let id = super::request_id(request);
         request.headers_mut().insert(super::REQUEST_ID, id);
-        Box::pin(async move {
-            let response = super::in_request_span(request, route, |request| async move {
-                let started = std::time::Instant::now();
-                let response = if admitted(&state, &request) {
-                    match inner.call(request).await {
-                        Ok(response) => response,
-                        Err(never) => match never {},
-                    }
-                } else {
-                    ApiError::unauthorized("missing or invalid admin token").into_response()
-                };
-                state.metrics.request(
-                    crate::metrics::Listener::Internal,
-                    route,
-                    response.status().as_u16(),
-                    started.elapsed(),
-                );
-                response
-            })
-            .await;
-            Ok(response)
-        })
+    }
+
+    fn answer(state: &AppState, _route: Option<&'static str>, request: Request) -> Answer {
+        if admitted(state, &request) {
+            Answer::Route(request)
+        } else {
+            Answer::Here(ApiError::unauthorized("missing or invalid admin token").into_response())
+        }
     }
 }
 
@@ -806,7 +749,11 @@ async fn verify_against_checkpoint(
 
 #[cfg(test)]
 mod tests {
-    use super::route_of;
+    use super::{Internal, Listen};
+
+    fn route_of(path: &str) -> Option<&'static str> {
+        Internal::routes().route_of(path)
+    }
 
     #[test]
     fn a_request_is_named_by_the_route_template_that_serves_it() {

@@ -4,6 +4,7 @@
 pub mod assets;
 pub mod console;
 pub mod docs;
+pub mod edge;
 pub mod error;
 pub mod internal;
 pub mod openapi;

@@ -10,27 +10,24 @@
 
 use std::borrow::Cow;
 use std::convert::Infallible;
-use std::future::Future;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
-use std::pin::Pin;
 use std::sync::{Arc, LazyLock};
-use std::task::{Context, Poll};
 
 use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequestParts, Request, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::Router;
 use bytes::Bytes;
 use chrono::Utc;
 use domain::{KeyStatus, RequestOrigin};
 use projections::ClientKeyView;
 use serde::{Deserialize, Serialize};
-use tower::{Layer, Service};
+use tower::Layer;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::edge::{Answer, Edge, Listen, Routes};
 use super::error::{to_plain_text, ApiError, JsonBody};
 use super::openapi::{self, PublicConfig, Spec};
 use crate::ledger::Spend;
@@ -83,104 +80,73 @@ async fn openapi_json() -> Response {
     SPEC.response()
 }
 
-/// The public listener's service: the routes inside [`PublicEdge`].
+/// The public listener's service: the routes inside [`Edge`], as [`Public`] says.
 pub fn router(state: AppState) -> PublicEdge {
     let (router, _) = routes().split_for_parts();
     let router = router
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .with_state(state.clone());
-    PublicEdge {
-        state,
-        // Around the whole router rather than on each route (`Router::layer`): a
-        // per-route layer is one more boxed service cloned for every request.
-        inner: DefaultBodyLimit::max(BODY_LIMIT).layer(router),
-    }
+    // Around the whole router rather than on each route (`Router::layer`): a per-route
+    // layer is one more boxed service cloned for every request.
+    Edge::new(state, DefaultBodyLimit::max(BODY_LIMIT).layer(router))
 }
 
-/// Every path the public router serves, for the request span and the metrics' route
-/// label (what `MatchedPath` says inside the router; none of these has a parameter).
-static ROUTES: LazyLock<Vec<String>> =
-    LazyLock::new(|| openapi().paths.paths.into_keys().collect());
+pub type PublicEdge = Edge<Public>;
 
-/// The route `path` belongs to, `None` when no route serves it.
-fn route_of(path: &str) -> Option<&'static str> {
-    ROUTES
-        .iter()
-        .find(|route| *route == path)
-        .map(String::as_str)
-}
-
-/// What every public response passes through:
+/// What every public response passes through, inside the request span ([`Edge`]):
 /// - until the start-up replay is done the directory is partial, and answering from it
 ///   would turn known keys into false 403s, so the API says 503 instead;
 /// - preflights answer here (they carry no body, so no client key: the per-key
 ///   allowlist is enforced on the actual request);
 /// - browser endpoints get `Vary: Origin` on every response, errors included;
-/// - errors become the contract's plain-text sentences; responses are counted;
-/// - all of it inside the request span (request id, method, route, status, latency).
-///
-/// A hand-written service around the router, not `middleware::from_fn` on its routes:
-/// `from_fn` clones the route's boxed service and its own state for every request and
-/// drives the rest through `Next`. Measured under callgrind on config, the busiest
-/// endpoint (BENCHMARKS.md).
-#[derive(Clone, Debug)]
-pub struct PublicEdge {
-    state: AppState,
-    inner: <DefaultBodyLimit as Layer<Router>>::Service,
-}
+/// - errors become the contract's plain-text sentences.
+#[derive(Debug)]
+pub enum Public {}
 
-impl Service<Request> for PublicEdge {
-    type Response = Response;
-    type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+impl Listen for Public {
+    const LISTENER: Listener = Listener::Public;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Service::<Request>::poll_ready(&mut self.inner, cx)
+    fn routes() -> &'static Routes {
+        static ROUTES: LazyLock<Routes> = LazyLock::new(|| Routes::of(openapi()));
+        &ROUTES
     }
 
-    fn call(&mut self, request: Request) -> Self::Future {
-        let state = self.state.clone();
-        let mut inner = self.inner.clone();
-        let route = route_of(request.uri().path());
-        Box::pin(async move {
-            let response = super::in_request_span(request, route, |request| async move {
-                let started = std::time::Instant::now();
-                let path = request.uri().path();
-                let browser = BROWSER_PATHS.contains(&path);
-                let response = if browser && request.method() == Method::OPTIONS {
-                    preflight(request.headers())
-                } else if path.starts_with("/api/") && !state.directory.is_ready() {
-                    ApiError::unavailable("starting up; retry shortly").into_plain_text()
-                } else if path == CONFIG_PATH && request.method() == Method::GET {
-                    // Every page view asks for the config, and its answer needs nothing
-                    // the router adds: routing it cost about 4,000 instructions of its
-                    // 31,000 (matching, `MatchedPath` and URL-parameter extensions, the
-                    // boxed route future, the extractors; BENCHMARKS.md).
-                    config_response(&state, &request).unwrap_or_else(ApiError::into_plain_text)
-                } else {
-                    match inner.call(request).await {
-                        Ok(response) => response,
-                        Err(never) => match never {},
-                    }
-                };
-                let mut response = to_plain_text(response);
-                if browser {
-                    response
-                        .headers_mut()
-                        .append(header::VARY, HeaderValue::from_static("Origin"));
-                }
-                state.metrics.request(
-                    Listener::Public,
-                    route,
-                    response.status().as_u16(),
-                    started.elapsed(),
-                );
-                response
-            })
-            .await;
-            Ok(response)
+    // Inlined into the edge: out of line, the request went in and the answer came out
+    // by copy (about 300 instructions a config request).
+    #[inline(always)]
+    fn answer(state: &AppState, route: Option<&'static str>, request: Request) -> Answer {
+        let path = request.uri().path();
+        Answer::Here(if browser(route) && request.method() == Method::OPTIONS {
+            preflight(request.headers())
+        } else if path.starts_with("/api/") && !state.directory.is_ready() {
+            ApiError::unavailable("starting up; retry shortly").into_plain_text()
+        } else if path == CONFIG_PATH && request.method() == Method::GET {
+            // Every page view asks for the config, and its answer needs nothing the
+            // router adds: routing it cost about 4,000 instructions of its 31,000
+            // (matching, `MatchedPath` and URL-parameter extensions, the boxed route
+            // future, the extractors; BENCHMARKS.md).
+            config_response(state, &request).unwrap_or_else(ApiError::into_plain_text)
+        } else {
+            return Answer::Route(request);
         })
     }
+
+    #[inline(always)]
+    fn finish(route: Option<&'static str>, response: Response) -> Response {
+        let mut response = to_plain_text(response);
+        if browser(route) {
+            response
+                .headers_mut()
+                .append(header::VARY, HeaderValue::from_static("Origin"));
+        }
+        response
+    }
+}
+
+/// Whether `route` is one a browser calls (the route is the path itself: no public
+/// route has a parameter).
+fn browser(route: Option<&str>) -> bool {
+    route.is_some_and(|route| BROWSER_PATHS.contains(&route))
 }
 
 fn preflight(request: &HeaderMap) -> Response {
@@ -863,4 +829,35 @@ async fn jwks(State(state): State<AppState>) -> Response {
         body,
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Listen, Public};
+
+    #[test]
+    fn a_public_request_is_named_by_its_route_and_a_path_no_route_serves_by_none() {
+        // Given the public listener's routes
+        let routes = Public::routes();
+        // Then each served path is named by its route
+        for path in [
+            "/api/v1/widget/config",
+            "/api/v1/widget/auth/exchange",
+            "/.well-known/jwks.json",
+            "/widget/v1/widget.js",
+            "/healthz",
+        ] {
+            assert_eq!(routes.route_of(path), Some(path));
+        }
+        // And a trailing slash, a missing or an extra segment is not (nor a made-up path)
+        for path in [
+            "/api/v1/widget/config/",
+            "/api/v1/widget",
+            "/api/v1/widget/config/extra",
+            "/",
+            "/api/v1/widget/config%00",
+        ] {
+            assert_eq!(routes.route_of(path), None, "{path}");
+        }
+    }
 }
