@@ -31,10 +31,15 @@ use crate::metrics::count_query;
 /// already shared and a larger batch only lengthens the latency of all of its requests.
 const MAX_BATCH: usize = 64;
 
-/// PostgreSQL statements in flight at once, per kind of request: while one batch waits
-/// for its flush the next gathers. Few, so that exchanges, refreshes and the event group
-/// commit (`store/group_commit.rs`) together leave most of the pool to reads.
-const PG_WRITERS: usize = 4;
+/// PostgreSQL statements in flight at once, per kind of request; while one batch is
+/// written the next gathers. One: measured with the benchmark's 64 connections (2 cores,
+/// the database beside the server), a statement's own time, the flush included, was what
+/// spread the tail, and it grows with the statements in flight: with four writers the
+/// batches averaged 7 requests and a statement took 2.2 ms (p99 4.1 to 4.8 ms), with one
+/// they averaged 23 and took 1.8 ms (p99 2.9 ms), which moved exchange's p99 from 1.61 ×
+/// to 1.28 × the crypto-only endpoint's and refresh's from 1.50 × to 1.32 ×, at the same
+/// rate. At 16 connections one writer did as well or better (BENCHMARKS.md).
+const PG_WRITERS: usize = 1;
 
 /// Whether a driver error means the database could not be reached (the store decides;
 /// passed in so that this module does not import the store that starts it).
