@@ -19,6 +19,9 @@ use axum::extract::{DefaultBodyLimit, Request};
 use axum::response::Response;
 use axum::Router;
 use tower::{Layer, Service};
+use utoipa_axum::router::OpenApiRouter;
+
+use super::error::ApiError;
 
 use crate::metrics::Listener;
 use crate::state::AppState;
@@ -64,7 +67,19 @@ pub struct Edge<L> {
 }
 
 impl<L> Edge<L> {
-    pub(super) fn new(state: AppState, inner: Inner) -> Self {
+    /// The listener's `routes` with the 404 for any other path, `body_limit` around the
+    /// whole router rather than on each route (`Router::layer`: a per-route layer is one
+    /// more boxed service cloned for every request; a route's own, larger limit set
+    /// inside it still wins there).
+    pub(super) fn new(state: AppState, routes: OpenApiRouter<AppState>, body_limit: usize) -> Self {
+        let (router, _) = routes.split_for_parts();
+        let router = router
+            .fallback(|| async { ApiError::not_found("no such endpoint") })
+            .with_state(state.clone());
+        Self::around(state, DefaultBodyLimit::max(body_limit).layer(router))
+    }
+
+    fn around(state: AppState, inner: Inner) -> Self {
         Self {
             state,
             inner,
@@ -76,7 +91,7 @@ impl<L> Edge<L> {
 // By hand: derived, both would require `L: Clone` / `L: Debug` of a marker never held.
 impl<L> Clone for Edge<L> {
     fn clone(&self) -> Self {
-        Self::new(self.state.clone(), self.inner.clone())
+        Self::around(self.state.clone(), self.inner.clone())
     }
 }
 

@@ -16,7 +16,6 @@ use domain::{
 use serde::Deserialize;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
-use tower::Layer;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -86,13 +85,8 @@ async fn openapi_json() -> Response {
 /// The internal listener's service: the routes inside [`Edge`], as [`Internal`] says.
 pub fn router(state: AppState) -> InternalEdge {
     let v1 = v1_routes().fallback(|| async { ApiError::not_found("no such endpoint") });
-    let (router, _) = routes(v1).split_for_parts();
-    let router = router
-        .fallback(|| async { ApiError::not_found("no such endpoint") })
-        .with_state(state.clone());
-    // Around the whole router: the checkpoint route's own, larger limit is set inside
-    // it, closer to the handler, so it wins there.
-    Edge::new(state, DefaultBodyLimit::max(ADMIN_BODY_LIMIT).layer(router))
+    // The checkpoint route's own, larger limit is set inside, closer to its handler.
+    Edge::new(state, routes(v1), ADMIN_BODY_LIMIT)
 }
 
 pub type InternalEdge = Edge<Internal>;

@@ -13,7 +13,7 @@ use std::convert::Infallible;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, LazyLock};
 
-use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequestParts, Request, State};
+use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
@@ -22,7 +22,6 @@ use chrono::Utc;
 use domain::{KeyStatus, RequestOrigin};
 use projections::ClientKeyView;
 use serde::{Deserialize, Serialize};
-use tower::Layer;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -82,13 +81,7 @@ async fn openapi_json() -> Response {
 
 /// The public listener's service: the routes inside [`Edge`], as [`Public`] says.
 pub fn router(state: AppState) -> PublicEdge {
-    let (router, _) = routes().split_for_parts();
-    let router = router
-        .fallback(|| async { ApiError::not_found("no such endpoint") })
-        .with_state(state.clone());
-    // Around the whole router rather than on each route (`Router::layer`): a per-route
-    // layer is one more boxed service cloned for every request.
-    Edge::new(state, DefaultBodyLimit::max(BODY_LIMIT).layer(router))
+    Edge::new(state, routes(), BODY_LIMIT)
 }
 
 pub type PublicEdge = Edge<Public>;
