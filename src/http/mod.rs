@@ -11,15 +11,14 @@ pub mod openapi;
 pub mod public;
 mod strict;
 
-use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::LazyLock;
 use std::time::Instant;
 
 use axum::extract::{Request, State};
-use axum::http::{HeaderName, HeaderValue, StatusCode};
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use tracing::Instrument;
+use tracing::Span;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -57,11 +56,12 @@ fn numbered_request_id(n: u64) -> HeaderValue {
         .unwrap_or_else(|_| HeaderValue::from_static("unknown"))
 }
 
-/// Runs `inner` inside the request span: the caller's `X-Request-Id` (when it sends a
-/// sane one) or a new one, echoed on the response; method and `route` (the matched
+/// The request span: the request's id (the caller's `X-Request-Id` when it sends a sane
+/// one, else a new one, echoed on the response), its method and `route` (the matched
 /// route, never the raw URI: queries stay out of logs). Status and latency go on a
-/// `response` event at debug level. Written by hand rather than with tower-http's trace
-/// and request-id layers, which cost the config endpoint a fifth of its throughput.
+/// `response` event at debug level ([`log_response`]). Written by hand rather than with
+/// tower-http's trace and request-id layers, which cost the config endpoint a fifth of
+/// its throughput.
 ///
 /// The span carries the id for everything logged inside it; handlers that record it
 /// elsewhere (the internal listener's commands put it in event metadata) read it from
@@ -72,29 +72,22 @@ fn numbered_request_id(n: u64) -> HeaderValue {
 /// again, which under callgrind cost config 21,800 instructions a request at the default
 /// `info` level (a request was 57,400 in all, 25,100 with logging at `warn`), for two
 /// fields no line at `info` ever printed.
-pub async fn in_request_span<F, Fut>(request: Request, route: Option<&str>, inner: F) -> Response
-where
-    F: FnOnce(Request) -> Fut,
-    Fut: Future<Output = Response>,
-{
-    let id = request_id(&request);
-    let span = tracing::info_span!(
+pub(super) fn request_span(method: &Method, route: Option<&str>, id: &HeaderValue) -> Span {
+    tracing::info_span!(
         "request",
         // Plain `&str`s, not `%` (Display): recorded as they are, not through `fmt`.
-        method = request.method().as_str(),
+        method = method.as_str(),
         path = route.unwrap_or("unmatched"),
         request_id = id.to_str().unwrap_or_default(),
-    );
-    // Two clock reads saved per request when no one logs the response.
-    let started = tracing::enabled!(tracing::Level::DEBUG).then(Instant::now);
-    let mut response = inner(request).instrument(span.clone()).await;
-    if let Some(started) = started {
-        let status = response.status().as_u16();
-        let latency_us = started.elapsed().as_micros() as u64;
-        tracing::debug!(parent: &span, status, latency_us, "response");
-    }
-    response.headers_mut().insert(REQUEST_ID, id);
-    response
+    )
+}
+
+/// The `response` line of the request in `span`, at debug level, `started` being when
+/// the edge took the request.
+pub(super) fn log_response(span: &Span, response: &Response, started: Instant) {
+    let status = response.status().as_u16();
+    let latency_us = started.elapsed().as_micros() as u64;
+    tracing::debug!(parent: span, status, latency_us, "response");
 }
 
 /// The caller's `X-Request-Id` when it sent a sane one, else a new one.

@@ -30,6 +30,7 @@ crate::on_both_stores!(
     refresh_rotates_and_reuse_of_a_rotated_token_revokes_the_family,
     refresh_is_bound_to_the_origin_it_was_minted_for,
     the_jwks_lists_the_key_that_signs_every_token,
+    every_answer_echoes_the_callers_request_id_or_gets_a_new_one,
 );
 
 async fn key_with(app: &TestApp, origins: Value) -> Value {
@@ -1323,6 +1324,77 @@ async fn with_the_store_down_exchange_and_refresh_answer_503_and_the_rest_keeps_
         app.exchange(&visitor, Some(ORIGIN)).await.status(),
         StatusCode::OK,
         "the 503 did not burn the token"
+    );
+    app.finish().await;
+}
+
+/// Both kinds of answer carry the id: those the edge makes itself (config, its refusals,
+/// preflights, the internal listener's 401) outside any request span, and those of the
+/// router.
+async fn every_answer_echoes_the_callers_request_id_or_gets_a_new_one(store: StoreKind) {
+    let app = TestApp::spawn(store).await;
+    let key = default_key(&app).await;
+    let config = format!("/api/v1/widget/config?client_key={}", pk(&key));
+    let unknown = "/api/v1/widget/config?client_key=pk_live_nobody";
+    let requests = [
+        (reqwest::Method::GET, app.public(&config), 200),
+        (reqwest::Method::GET, app.public(unknown), 403),
+        (reqwest::Method::OPTIONS, app.public(&config), 204),
+        (
+            reqwest::Method::GET,
+            app.public("/api/v1/nothing-here"),
+            404,
+        ),
+        (
+            reqwest::Method::GET,
+            app.internal("/internal/v1/client-keys"),
+            401,
+        ),
+        (
+            reqwest::Method::GET,
+            app.public("/.well-known/jwks.json"),
+            200,
+        ),
+    ];
+    let mut minted = Vec::new();
+    for (method, url, status) in requests {
+        let send = |id: Option<&str>| {
+            let request = app
+                .http
+                .request(method.clone(), &url)
+                .header("origin", ORIGIN)
+                .header("access-control-request-method", "GET");
+            match id {
+                Some(id) => request.header("x-request-id", id),
+                None => request,
+            }
+            .send()
+        };
+        let echoed = send(Some("trace-me-7")).await.expect("sent");
+        assert_eq!(echoed.status().as_u16(), status, "{method} {url}");
+        assert_eq!(header(&echoed, "x-request-id"), Some("trace-me-7"), "{url}");
+
+        let long = "x".repeat(129);
+        for id in [None, Some(long.as_str())] {
+            let response = send(id).await.expect("sent");
+            assert_eq!(response.status().as_u16(), status, "{method} {url}");
+            let new = header(&response, "x-request-id").expect("an id").to_owned();
+            let (prefix, counter) = new.split_once('-').expect("prefix-counter");
+            assert_eq!(prefix.len(), 16, "{new}");
+            assert!(
+                (prefix.to_owned() + counter)
+                    .bytes()
+                    .all(|b| b.is_ascii_hexdigit()),
+                "{new}"
+            );
+            minted.push(new);
+        }
+    }
+    let distinct: std::collections::HashSet<_> = minted.iter().collect();
+    assert_eq!(
+        distinct.len(),
+        minted.len(),
+        "every new id is new: {minted:?}"
     );
     app.finish().await;
 }
