@@ -5,9 +5,11 @@
 //! request, one atomic): a request conforms when it is no more than the burst's tolerance
 //! ahead of that time, and pushes it one emission interval further. The rate and burst
 //! come from the key's current policy at each request, so a policy change applies at
-//! once. The cells live in moka caches, bounded in entries and evicted after being idle
-//! longer than any bucket takes to refill: a flood of ever-new IPs or keys evicts idle
-//! entries instead of growing the process. State is per node (the hot path never asks
+//! once. The per-IP cells live in a moka cache, bounded in entries and evicted after
+//! being idle longer than any bucket takes to refill: a flood of ever-new IPs evicts
+//! idle entries instead of growing the process. The per-key cells need no eviction: a
+//! key is limited only once the directory has found it, so there is at most one cell per
+//! client key, and they live in plain maps. State is per node (the hot path never asks
 //! the store), so N nodes allow up to N times the rate.
 //!
 //! Also here: which address is the client's ([`TrustedProxies::client_ip`]).
@@ -21,8 +23,8 @@ use domain::{ClientKeyId, RateLimits};
 use ipnet::IpNet;
 use moka::sync::Cache;
 
-/// Entries each cache holds at most. A cell is a few dozen bytes plus moka's bookkeeping,
-/// so the three caches stay within tens of MiB even when full.
+/// Entries the per-IP cache holds at most. A cell is a few dozen bytes plus moka's
+/// bookkeeping, so the cache stays within tens of MiB even when full.
 pub const DEFAULT_CAPACITY: u64 = 100_000;
 
 /// An entry idle this long is dropped. It exceeds the longest refill (a bucket of 10 at
@@ -142,15 +144,27 @@ fn refund(cell: &AtomicU64, rate: Rate) {
     });
 }
 
+/// A client key's id held inline: copied into a cell's key without an allocation (the
+/// `ClientKeyId` is a `String`) and compared without following a pointer.
+type KeyBytes = [u8; ClientKeyId::LEN];
+
+/// One cell per client key, never evicted (see the module's comment). Foldhash, not the
+/// default SipHash: only ids of keys the directory holds get here, nothing a caller
+/// chooses.
+type PerKey = papaya::HashMap<KeyBytes, AtomicU64, foldhash::fast::RandomState>;
+
 /// The node's abuse limiter. Off (`WIDGET_AUTH_RATE_LIMITS=off`) it allows everything
 /// and keeps no state.
 #[derive(Debug)]
 pub struct RateLimiter {
     enabled: bool,
     clock: Arc<dyn Clock>,
-    guest_per_ip: Cache<(ClientKeyId, IpAddr), Cell>,
-    guest_per_key: Cache<ClientKeyId, Cell>,
-    user_token_per_key: Cache<ClientKeyId, Cell>,
+    /// moka because here eviction is the point: the caller chooses the addresses.
+    guest_per_ip: Cache<(KeyBytes, IpAddr), Cell>,
+    /// Plain maps: moka recorded every read for an eviction policy these never need
+    /// (its `get_with` and the key's clone were most of the limiter's cost, BENCHMARKS.md).
+    guest_per_key: PerKey,
+    user_token_per_key: PerKey,
 }
 
 impl RateLimiter {
@@ -163,23 +177,17 @@ impl RateLimiter {
         )
     }
 
-    /// A limiter holding at most `capacity` entries per cache, timed by `clock`.
+    /// A limiter holding at most `capacity` per-IP entries, timed by `clock`.
     pub fn with(enabled: bool, capacity: u64, clock: Arc<dyn Clock>) -> Self {
-        fn cache<K>(capacity: u64) -> Cache<K, Cell>
-        where
-            K: std::hash::Hash + Eq + Send + Sync + 'static,
-        {
-            Cache::builder()
-                .max_capacity(capacity)
-                .time_to_idle(IDLE_EVICTION)
-                .build()
-        }
         Self {
             enabled,
             clock,
-            guest_per_ip: cache(capacity),
-            guest_per_key: cache(capacity),
-            user_token_per_key: cache(capacity),
+            guest_per_ip: Cache::builder()
+                .max_capacity(capacity)
+                .time_to_idle(IDLE_EVICTION)
+                .build(),
+            guest_per_key: PerKey::default(),
+            user_token_per_key: PerKey::default(),
         }
     }
 
@@ -199,11 +207,12 @@ impl RateLimiter {
             return Ok(());
         }
         let now = self.now_ns();
+        let key = key.to_bytes();
         let (per_ip, per_key) = (Rate::guest_per_ip(limits), Rate::guest_per_key(limits));
-        let ip_cell = self.guest_per_ip.get_with((key.clone(), ip), Cell::default);
+        let ip_cell = self.guest_per_ip.get_with((key, ip), Cell::default);
         acquire(&ip_cell, now, per_ip)?;
-        let key_cell = self.guest_per_key.get_with(key.clone(), Cell::default);
-        acquire(&key_cell, now, per_key).inspect_err(|_| refund(&ip_cell, per_ip))
+        let cells = self.guest_per_key.pin();
+        acquire(cell(&cells, key), now, per_key).inspect_err(|_| refund(&ip_cell, per_ip))
     }
 
     /// One visitor token minted by `key`'s backend.
@@ -212,19 +221,31 @@ impl RateLimiter {
             return Ok(());
         }
         let now = self.now_ns();
-        let cell = self.user_token_per_key.get_with(key.clone(), Cell::default);
-        acquire(&cell, now, Rate::user_token_per_key(limits))
+        let cells = self.user_token_per_key.pin();
+        acquire(
+            cell(&cells, key.to_bytes()),
+            now,
+            Rate::user_token_per_key(limits),
+        )
     }
 
     /// Entries held (after pending evictions run): what bounds the limiter's memory.
     pub fn entries(&self) -> u64 {
-        for cache in [&self.guest_per_key, &self.user_token_per_key] {
-            cache.run_pending_tasks();
-        }
         self.guest_per_ip.run_pending_tasks();
-        self.guest_per_ip.entry_count()
-            + self.guest_per_key.entry_count()
-            + self.user_token_per_key.entry_count()
+        let per_key = self.guest_per_key.len() + self.user_token_per_key.len();
+        self.guest_per_ip.entry_count() + per_key as u64
+    }
+}
+
+/// The cell of `key`, made on its first request. Looked up first: inserting builds the
+/// entry before it knows whether one is there.
+fn cell<'g, G: papaya::Guard>(
+    cells: &'g papaya::HashMapRef<'_, KeyBytes, AtomicU64, foldhash::fast::RandomState, G>,
+    key: KeyBytes,
+) -> &'g AtomicU64 {
+    match cells.get(&key) {
+        Some(cell) => cell,
+        None => cells.get_or_insert_with(key, AtomicU64::default),
     }
 }
 
@@ -393,6 +414,31 @@ mod tests {
             assert!(limiter.guest(&key(1), ip(99), &limits).is_ok());
         }
         assert!(limiter.guest(&key(1), ip(99), &limits).is_err());
+    }
+
+    #[test]
+    fn each_key_has_its_own_budgets_even_from_one_ip() {
+        // Given two keys, one of which has spent its per-IP and per-key budgets
+        let (limiter, _) = limiter(100);
+        let limits = limits(3, 10, 10);
+        for _ in 0..3 {
+            assert!(limiter.guest(&key(1), ip(1), &limits).is_ok());
+        }
+        assert!(limiter.guest(&key(1), ip(1), &limits).is_err());
+        for _ in 0..10 {
+            assert!(limiter.user_token(&key(1), &limits).is_ok());
+        }
+        assert!(limiter.user_token(&key(1), &limits).is_err());
+        // Then the other key, from the same IP, still has all of its own
+        for _ in 0..3 {
+            assert!(limiter.guest(&key(2), ip(1), &limits).is_ok());
+        }
+        assert!(limiter.guest(&key(2), ip(1), &limits).is_err());
+        for _ in 0..10 {
+            assert!(limiter.user_token(&key(2), &limits).is_ok());
+        }
+        // And the cells are one per (key, IP) and one per key and kind
+        assert_eq!(limiter.entries(), 2 + 2 + 2);
     }
 
     #[test]

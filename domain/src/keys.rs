@@ -270,6 +270,9 @@ pub struct SecretKeyFingerprint {
 pub struct ClientKeyId(String);
 
 impl ClientKeyId {
+    /// Length of every id: `ck_` and 20 base62 characters.
+    pub const LEN: usize = 3 + 20;
+
     pub fn parse(s: &str) -> Result<Self, KeyFormatError> {
         CLIENT_KEY_ID.check(s)?;
         Ok(Self(s.to_owned()))
@@ -282,6 +285,17 @@ impl ClientKeyId {
 
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// The id's bytes held inline, for maps that copy and compare keys without
+    /// following a pointer. Every id has [`Self::LEN`] of them (`parse` and `try_from`
+    /// check the format).
+    pub fn to_bytes(&self) -> [u8; Self::LEN] {
+        let mut bytes = [0; Self::LEN];
+        for (to, from) in bytes.iter_mut().zip(self.0.bytes()) {
+            *to = from;
+        }
+        bytes
     }
 }
 
@@ -361,6 +375,26 @@ mod tests {
     #[test]
     fn the_public_key_length_constant_is_the_format_s() {
         assert_eq!(PublicKey::LEN, PUBLIC.len());
+    }
+
+    #[test]
+    fn a_client_key_id_is_its_bytes_inline_and_distinct_ids_stay_distinct() {
+        // Given ids generated and parsed
+        assert_eq!(ClientKeyId::LEN, CLIENT_KEY_ID.len());
+        let mut rng = rng();
+        let ids: Vec<ClientKeyId> = (0..100).map(|_| ClientKeyId::generate(&mut rng)).collect();
+        // Then each one's inline bytes are its text, byte for byte
+        for id in &ids {
+            assert_eq!(&id.to_bytes()[..], id.as_str().as_bytes());
+            let parsed = ClientKeyId::parse(id.as_str()).expect("valid");
+            assert_eq!(parsed.to_bytes(), id.to_bytes());
+        }
+        // And no two ids share them
+        let inline: std::collections::HashSet<_> = ids.iter().map(ClientKeyId::to_bytes).collect();
+        assert_eq!(inline.len(), ids.len());
+        // And text of another length is no id
+        assert!(ClientKeyId::parse("ck_short").is_err());
+        assert!(ClientKeyId::parse(&format!("{}x", ids[0].as_str())).is_err());
     }
 
     #[test]
