@@ -80,11 +80,27 @@ fn noun(kind: &TokenKind) -> &'static str {
     }
 }
 
-/// 128 random bits as 32 hex digits (a token's `jti`, a refresh family, a guest id),
-/// from the thread-local CSPRNG: a UUID v4 would make a `getrandom` system call for
-/// each, three per guest token.
+/// 128 random bits as 32 hex digits (a guest's id), from the thread-local CSPRNG: a
+/// UUID v4 would make a `getrandom` system call for each.
 pub fn new_id() -> String {
     format!("{:032x}", rand::random::<u128>())
+}
+
+/// A token's `jti` or a refresh family: 32 hex digits as [`new_id`]'s, the first 12 the
+/// milliseconds since the Unix epoch and the other 20 random (80 bits, as a UUID v7
+/// lays them out). The token ledger's tables are keyed by these, and a random key puts
+/// each insert on a random page of the key's index: a batch of 24 wrote about as many
+/// pages, and after every PostgreSQL checkpoint each page's first change wrote the
+/// whole page to the WAL again (BENCHMARKS.md, "Tails on the stores"). Time-ordered
+/// keys go in at the index's right edge. Nothing in them is secret (the token is signed,
+/// and its `iat` says the time anyway); collisions need two in one millisecond with the
+/// same 80 random bits.
+pub fn new_token_id() -> String {
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_millis());
+    let random = rand::random::<u128>() & ((1 << 80) - 1);
+    format!("{:012x}{random:020x}", ms & 0xffff_ffff_ffff)
 }
 
 /// Who a session is for: the `sub` and profile claims every token of it carries.
@@ -178,7 +194,7 @@ pub fn claims(
         iat: now,
         nbf: now,
         exp: now + i64::from(ttl),
-        jti: new_id(),
+        jti: new_token_id(),
         ck: view.state().id.as_str().to_owned(),
         kind,
         ver: view.version(),
@@ -238,13 +254,13 @@ pub fn session_pair(
         None => {
             // The absolute lifetime is never below the refresh lifetime: no cap needed.
             started = RecordedToken {
-                jti: new_id(),
+                jti: new_token_id(),
                 generation: 0,
                 iat: now,
                 exp: now + i64::from(policy.refresh_ttl_seconds()),
                 ver: view.version() as i64,
             };
-            (new_id(), now, &started)
+            (new_token_id(), now, &started)
         }
     };
     let refresh = refresh_claims(view, identity, origin, family, started_at, token, issuer);
@@ -320,7 +336,7 @@ pub fn successor(refresh: &Claims, view: &ClientKeyView, now: i64) -> RecordedTo
     let policy = view.state().token_policy;
     let exp = (now + i64::from(policy.refresh_ttl_seconds())).min(family_ends_at(refresh, &policy));
     RecordedToken {
-        jti: new_id(),
+        jti: new_token_id(),
         generation: refresh.gen.unwrap_or(0) + 1,
         iat: now,
         exp,

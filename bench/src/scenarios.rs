@@ -445,7 +445,9 @@ fn visitor_claims(key: &SeededKey, kind: TokenKind, i: usize) -> Claims {
         iat: now,
         nbf: now,
         exp: now + 3600,
-        jti: uuid::Uuid::new_v4().simple().to_string(),
+        // As widget-auth makes them: the ledger is keyed by these, and their order
+        // decides which pages its inserts touch.
+        jti: widget_auth::sessions::new_token_id(),
         ck: key.id.clone(),
         kind,
         ver: 1,
@@ -453,7 +455,7 @@ fn visitor_claims(key: &SeededKey, kind: TokenKind, i: usize) -> Claims {
         guest: Some(false),
         name: None,
         email: None,
-        fam: (kind == TokenKind::Refresh).then(|| uuid::Uuid::new_v4().simple().to_string()),
+        fam: (kind == TokenKind::Refresh).then(widget_auth::sessions::new_token_id),
         fst: (kind == TokenKind::Refresh).then_some(now),
         gen: (kind == TokenKind::Refresh).then_some(0),
     }

@@ -682,3 +682,31 @@ fn a_key_revoked_after_the_version_decided_on_spends_nothing_and_asks_for_a_retr
         Refresh::KeyChanged
     );
 }
+
+#[test]
+fn token_ids_are_32_hex_digits_led_by_the_millisecond_and_never_repeat() {
+    // Given ids made a few milliseconds apart
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_millis();
+    let first: Vec<String> = (0..1_000).map(|_| new_token_id()).collect();
+    std::thread::sleep(std::time::Duration::from_millis(3));
+    let later = new_token_id();
+
+    // Then each is 32 lower-case hex digits, the first 12 the time it was made
+    for id in first.iter().chain([&later]) {
+        assert_eq!(id.len(), 32, "{id}");
+        assert!(
+            id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')),
+            "{id}"
+        );
+    }
+    let ms = u128::from_str_radix(&first[0][..12], 16).expect("hex");
+    assert!((before..before + 1_000).contains(&ms), "{ms} vs {before}");
+    // And an id made later sorts after every earlier one (the ledger's keys go in at
+    // the index's right edge), while ids of the same millisecond still differ
+    assert!(first.iter().all(|id| *id < later));
+    let distinct: std::collections::HashSet<_> = first.iter().collect();
+    assert_eq!(distinct.len(), first.len());
+}
